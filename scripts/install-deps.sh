@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages the runner needs to build, run and test.
+# Idempotent: apt runs only when a package is missing.
+set -euo pipefail
+
+BUILD_PKGS=(g++ cmake ninja-build ccache pkg-config
+  libboost1.81-dev nlohmann-json3-dev libcli11-dev libspdlog-dev
+  libsqlite3-dev libnl-route-3-dev libsystemd-dev)
+TEST_PKGS=(libgtest-dev googletest docker.io busybox-static iproute2 procps)
+
+want=("${BUILD_PKGS[@]}")
+if [ "${1:-}" = "--test" ]; then want+=("${TEST_PKGS[@]}"); fi
+
+missing=()
+for p in "${want[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+# The docker CLI/engine may come from another package than docker.io
+# (e.g. docker-ce); accept any working dockerd.
+if [ "${1:-}" = "--test" ] && command -v dockerd >/dev/null 2>&1; then
+  tmp=(); for p in "${missing[@]}"; do [ "$p" = docker.io ] || tmp+=("$p"); done
+  missing=("${tmp[@]+"${tmp[@]}"}")
+fi
+if ! python3 -c 'import pytest' >/dev/null 2>&1 && [ "${1:-}" = "--test" ]; then
+  missing+=(python3-pytest)
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need (Debian packages,
+# dockerd), builds, builds the local test images, then runs the unit tests
+# (GoogleTest via ctest) and the end-to-end tests (pytest, real binary,
+# real Docker Engine).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh --test
+scripts/ensure-dockerd.sh
+scripts/build.sh
+if [ -x tests/images/build-test-images.sh ]; then tests/images/build-test-images.sh; fi
+
+unit_rc=0
+ctest --test-dir build --output-on-failure -j "$(nproc)" || unit_rc=$?
+e2e_rc=0
+python3 -m pytest -q -p no:cacheprovider tests/e2e "$@" || e2e_rc=$?
+echo "unit tests exit code: $unit_rc; end-to-end tests exit code: $e2e_rc"
+[ "$unit_rc" -eq 0 ] && [ "$e2e_rc" -eq 0 ]

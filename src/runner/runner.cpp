@@ -1,0 +1,125 @@
+#include "runner/runner.hpp"
+
+#include <systemd/sd-daemon.h>
+
+#include <filesystem>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "api/http_server.hpp"
+#include "api/router.hpp"
+#include "host_link/host_link.hpp"
+#include "runner/node_reporter.hpp"
+
+namespace kr::runner {
+
+namespace asio = boost::asio;
+using json = nlohmann::json;
+
+namespace {
+
+spdlog::level::level_enum to_spdlog(config::LogLevel l) {
+  switch (l) {
+    case config::LogLevel::Full: return spdlog::level::trace;
+    case config::LogLevel::Debug: return spdlog::level::debug;
+    case config::LogLevel::Info: return spdlog::level::info;
+    case config::LogLevel::Warning: return spdlog::level::warn;
+  }
+  return spdlog::level::info;
+}
+
+void setup_logging(const config::RunnerConfig& cfg) {
+  std::vector<spdlog::sink_ptr> sinks;
+  sinks.push_back(std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  if (!cfg.runner_log_file.empty()) {
+    try {
+      sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(cfg.runner_log_file));
+    } catch (const spdlog::spdlog_ex& e) {
+      std::fprintf(stderr, "WARNING: cannot open RUNNER_LOG_FILE %s: %s\n", cfg.runner_log_file.c_str(), e.what());
+    }
+  }
+  auto logger = std::make_shared<spdlog::logger>("runner", sinks.begin(), sinks.end());
+  logger->set_pattern("%Y-%m-%d %H:%M:%S.%e | %^%-7l%$ | %v");
+  logger->set_level(to_spdlog(cfg.log_level));
+  logger->flush_on(spdlog::level::info);
+  spdlog::set_default_logger(logger);
+}
+
+// Best-effort directories of protocol.md §5.1 steps 5–6; none is fatal.
+void prepare_directories(const config::RunnerConfig& cfg) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(cfg.shared_dir, ec)) {
+    spdlog::error("SHARED_DIR {} does not exist; tasks that use shared storage will fail", cfg.shared_dir);
+  } else {
+    fs::create_directories(fs::path(cfg.shared_dir) / "shared_data", ec);
+    if (ec) spdlog::warn("Cannot create {}/shared_data: {}", cfg.shared_dir, ec.message());
+  }
+  fs::create_directories(cfg.local_temp_dir, ec);
+  if (ec) spdlog::warn("Cannot create LOCAL_TEMP_DIR {}: {}", cfg.local_temp_dir, ec.message());
+}
+
+}  // namespace
+
+int run_runner(cli::RunnerLaunch& launch) {
+  const config::RunnerConfig& cfg = launch.config;
+  setup_logging(cfg);
+  for (const auto& w : launch.warnings) spdlog::warn("{}", w);
+  spdlog::info("Starting KohakuRiver Runner {} (config: {})", KR_VERSION, launch.config_source);
+
+  asio::io_context io(1);
+  prepare_directories(cfg);
+
+  NodeReporterImpl reporter(io.get_executor(), cfg);
+  host_link::HostLinkOptions link_opts;
+  link_opts.host_address = cfg.host_address;
+  link_opts.host_port = static_cast<uint16_t>(cfg.host_port);
+  link_opts.bind_ip = cfg.runner_bind_ip;
+  link_opts.runner_port = static_cast<uint16_t>(cfg.runner_port);
+  link_opts.heartbeat_interval = std::chrono::seconds(cfg.heartbeat_interval_seconds);
+  host_link::HostLink link(io.get_executor(), link_opts, reporter, [] { return std::vector<int64_t>{}; });
+
+  api::Router router;
+  router.add("GET", "/healthz", [&](api::HttpRequest&) -> asio::awaitable<api::HttpResponse> {
+    co_return api::HttpResponse::json(
+        200, json{{"status", "ok"}, {"registered", link.registered()}, {"version", KR_VERSION}});
+  });
+
+  api::HttpServer server(io, router);
+  try {
+    server.listen(cfg.runner_bind_ip, static_cast<uint16_t>(cfg.runner_port));
+  } catch (const std::exception& e) {
+    spdlog::critical("Cannot listen on {}:{}: {}", cfg.runner_bind_ip, cfg.runner_port, e.what());
+    return 1;
+  }
+  spdlog::info("Listening on http://{}:{}", cfg.runner_bind_ip, server.port());
+
+  reporter.start();
+  link.start();
+  sd_notify(0, "READY=1");
+
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    spdlog::info("Received signal {}; shutting down (containers keep running)", sig);
+    sd_notify(0, "STOPPING=1");
+    server.stop();
+    link.stop();
+    reporter.stop();
+    io.stop();
+  });
+
+  io.run();
+  spdlog::info("Runner stopped");
+  spdlog::shutdown();
+  return 0;
+}
+
+}  // namespace kr::runner
