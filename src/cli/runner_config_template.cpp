@@ -58,7 +58,8 @@ CONTAINER_TAR_DIR: str = ""
 # tasks are pinned with cpusets)
 NUMACTL_PATH: str = ""
 
-# Kept for compatibility; the runner logs to stderr (the journal under systemd)
+# Also append the log to this file (empty = stderr only, i.e. the journal
+# under systemd)
 RUNNER_LOG_FILE: str = ""
 
 # Directory for the runner's own durable state (must not be inside any

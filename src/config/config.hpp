@@ -40,7 +40,7 @@ struct RunnerConfig {
     std::string local_temp_dir = "/tmp/kohakuriver";
     std::string container_tar_dir;  // empty: <shared_dir>/kohakuriver-containers
     std::string numactl_path;
-    std::string runner_log_file;  // unused upstream; kept so files still load
+    std::string runner_log_file;  // unused upstream; we also log to it when set
 
     // Timing
     int heartbeat_interval_seconds = 5;

@@ -210,6 +210,13 @@ private:
             fail(t1.line, "expected '=' after '" + name + "', got '" + shown(t1) + "'");
         }
         const Token& eq = toks[p];
+        int depth = 0;
+        for (std::size_t k = p + 1; k < toks.size(); ++k) {  // `A = B = 1` would fail later, less clearly
+            const Token& t = toks[k];
+            if (is_op(t, "(") || is_op(t, "[") || is_op(t, "{")) ++depth;
+            else if (is_op(t, ")") || is_op(t, "]") || is_op(t, "}")) --depth;
+            else if (is_op(t, "=") && depth == 0) fail(t.line, "chained assignment (A = B = value) is not supported");
+        }
         Cursor c{toks, p + 1};
         if (c.end()) fail(eq.line, "expected a value after '=' for " + name);
         Value v = parse_expression(c);
@@ -222,7 +229,6 @@ private:
                                 std::find(std::begin(binary), std::end(binary), t.text) != std::end(binary)) ||
                                is_name(t, "and") || is_name(t, "or") || is_name(t, "if") ||
                                is_name(t, "in") || is_name(t, "is") || is_name(t, "not");
-            if (is_op(t, "=")) fail(t.line, "chained assignment (A = B = value) is not supported");
             if (is_operator)
                 fail(t.line, "unsupported expression: operators are not evaluated ('" + t.text +
                                  "'); write the resulting literal value for " + name);
@@ -323,8 +329,12 @@ private:
                 continue;
             }
             // An underscore must sit between two digits (or right after 0x).
-            bool before_ok = k == start ? base != 10 : std::isxdigit(static_cast<unsigned char>(s[k - 1]));
-            bool after_ok = k + 1 < s.size() && std::isxdigit(static_cast<unsigned char>(s[k + 1]));
+            auto digit = [&](char ch) {
+                return base == 10 ? std::isdigit(static_cast<unsigned char>(ch)) != 0
+                                  : std::isxdigit(static_cast<unsigned char>(ch)) != 0;
+            };
+            bool before_ok = k == start ? base != 10 : digit(s[k - 1]);
+            bool after_ok = k + 1 < s.size() && digit(s[k + 1]);
             if (!before_ok || !after_ok) fail(t.line, std::string("invalid ") + kind + " literal '" + s + "'");
         }
         bool is_float = base == 10 && digits.find_first_of(".eE") != std::string::npos;

@@ -135,6 +135,47 @@ struct FileReader {
   }
 };
 
+struct OpenedFile {
+  int fd = -1;
+  std::uint64_t size = 0;
+  std::string error;
+};
+
+// Runs on the helper thread (open/stat of a hung NFS path block as well).
+asio::awaitable<OpenedFile> open_for_upload(std::string path) {
+  OpenedFile f;
+  f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (f.fd < 0) {
+    f.error = std::strerror(errno);
+    co_return f;
+  }
+  struct stat st {};
+  if (::fstat(f.fd, &st) != 0) {
+    f.error = std::strerror(errno);
+  } else if (!S_ISREG(st.st_mode)) {
+    f.error = "not a regular file";  // its size is needed for Content-Length
+  } else {
+    f.size = static_cast<std::uint64_t>(st.st_size);
+    co_return f;
+  }
+  ::close(f.fd);
+  f.fd = -1;
+  co_return f;
+}
+
+// Runs on the helper thread. A plain coroutine function (arguments copied
+// into its frame), not a capturing lambda: GCC 12 mishandles lambda
+// temporaries inside co_await expressions.
+asio::awaitable<ssize_t> read_chunk(int fd, std::shared_ptr<std::vector<char>> chunk,
+                                    std::size_t want) {
+  ssize_t r;
+  do {
+    r = ::read(fd, chunk->data(), want);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) r = -errno;  // errno is per-thread: carry it back in the result
+  co_return r;
+}
+
 }  // namespace
 
 struct Transport::Impl : std::enable_shared_from_this<Transport::Impl> {
@@ -273,41 +314,33 @@ struct Transport::Impl : std::enable_shared_from_this<Transport::Impl> {
   // Sends the header, then the file in chunks; the file is never held in
   // memory as a whole (tarballs can be several GB).
   asio::awaitable<error_code> write_upload(Conn& conn, const HttpRequest& req) {
-    FileReader file;
-    file.fd = ::open(req.upload_file->c_str(), O_RDONLY | O_CLOEXEC);
-    struct stat st {};
-    if (file.fd < 0 || ::fstat(file.fd, &st) != 0)
+    if (!file_pool) file_pool = std::make_unique<asio::thread_pool>(1);
+    OpenedFile opened = co_await asio::co_spawn(
+        file_pool->get_executor(), open_for_upload(req.upload_file->string()), asio::use_awaitable);
+    FileReader file{opened.fd};
+    if (opened.fd < 0)
       throw DockerError(DockerError::Kind::InvalidArgument, 0,
-                        "cannot open " + req.upload_file->string() + ": " + std::strerror(errno));
+                        "cannot read " + req.upload_file->string() + ": " + opened.error);
     http::request<http::empty_body> r{to_verb(req.method), req.target, 11};
     fill_headers(r, req);
     r.set(http::field::content_type, req.content_type);
-    r.content_length(static_cast<std::uint64_t>(st.st_size));
+    r.content_length(opened.size);
     http::request_serializer<http::empty_body> sr{r};
     auto [ec, n] = co_await http::async_write_header(conn.sock, sr, kTok);
     if (ec) co_return ec;
 
-    if (!file_pool) file_pool = std::make_unique<asio::thread_pool>(1);
     auto chunk = std::make_shared<std::vector<char>>(kUploadChunk);
-    std::uint64_t remaining = static_cast<std::uint64_t>(st.st_size);
+    std::uint64_t remaining = opened.size;
     const int fd = file.fd;
     while (remaining > 0) {
-      const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(remaining, kUploadChunk));
-      ssize_t got = co_await asio::co_spawn(
-          file_pool->get_executor(),
-          [fd, chunk, want]() -> asio::awaitable<ssize_t> {
-            ssize_t r;
-            do {
-              r = ::read(fd, chunk->data(), want);
-            } while (r < 0 && errno == EINTR);
-            co_return r;
-          },
-          asio::use_awaitable);
+      const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(remaining, kUploadChunk));
+      ssize_t got = co_await asio::co_spawn(file_pool->get_executor(), read_chunk(fd, chunk, want),
+                                            asio::use_awaitable);
       if (got <= 0)
         throw DockerError(DockerError::Kind::InvalidArgument, 0,
                           "reading " + req.upload_file->string() + " failed: " +
                               (got == 0 ? std::string("file shrank while uploading")
-                                        : std::string(std::strerror(errno))));
+                                        : std::string(std::strerror(static_cast<int>(-got)))));
       auto [wec, wn] = co_await asio::async_write(
           conn.sock, asio::buffer(chunk->data(), static_cast<std::size_t>(got)), kTok);
       if (wec) co_return wec;
@@ -330,7 +363,7 @@ Transport::~Transport() { cancel_all(); }
 
 const std::string& Transport::socket_path() const { return impl_->path; }
 
-TransportStats Transport::stats() const {
+ClientStats Transport::stats() const {
   return {impl_->connections_opened, impl_->idle.size(), impl_->active.size()};
 }
 
@@ -349,10 +382,15 @@ void Transport::cancel_all() {
 
 asio::awaitable<HttpResponse> Transport::request(HttpRequest req) {
   auto self = impl_;  // keeps pool and registry alive while suspended
+  const auto started = Clock::now();
+  const milliseconds deadline = req.deadline.value_or(kMaxDeadline);
   for (int attempt = 0;; ++attempt) {
     auto scope = self->begin(req);
     Call& call = *scope->call;
-    call.arm(req.deadline.value_or(kMaxDeadline));
+    // A retry gets what is left of the caller's deadline, not a new one.
+    const auto spent = std::chrono::duration_cast<milliseconds>(Clock::now() - started);
+    call.arm(std::max(deadline - spent, milliseconds(1)));
+    call.armed_for = deadline;
 
     std::shared_ptr<Conn> conn = self->take_idle();
     const bool reused = conn != nullptr;
@@ -408,10 +446,7 @@ asio::awaitable<HttpResponse> Transport::stream(HttpRequest req,
   auto self = impl_;
   auto scope = self->begin(req);
   Call& call = *scope->call;
-  const auto started = Clock::now();
-  auto first = req.header_deadline ? req.header_deadline : req.deadline;
-  if (req.header_deadline && req.deadline) first = std::min(*req.header_deadline, *req.deadline);
-  if (first) call.arm(*first);
+  if (req.deadline) call.arm(*req.deadline);  // none: ends only by cancel/EOF
 
   if (auto ec = co_await self->connect(call)) self->fail(call, Stage::Connect, ec, req);
   auto conn = call.conn;
@@ -433,27 +468,20 @@ asio::awaitable<HttpResponse> Transport::stream(HttpRequest req,
   Impl::copy_headers(parser.get(), out);
   const bool is_error = out.status >= 400;
 
-  if (req.header_deadline) {
-    if (req.deadline) {
-      auto left = std::chrono::duration_cast<milliseconds>(*req.deadline - (Clock::now() - started));
-      call.arm(std::max(left, milliseconds(1)));
-      call.armed_for = *req.deadline;  // report the deadline the caller set
-    } else {
-      call.disarm();
-    }
-  }
-
   std::vector<char> chunk(kStreamChunk);
   while (!parser.is_done()) {
     parser.get().body().data = chunk.data();
     parser.get().body().size = chunk.size();
-    auto [ec, n] = co_await http::async_read(conn->sock, conn->buf, parser, kTok);
+    // read_some, not read: read would wait until the 64 KiB buffer is full,
+    // holding back events that have already arrived.
+    auto [ec, n] = co_await http::async_read_some(conn->sock, conn->buf, parser, kTok);
     if (ec == http::error::need_buffer) ec = {};
     const std::size_t got = chunk.size() - parser.get().body().size;
     if (got > 0) {
       std::string_view data(chunk.data(), got);
       if (is_error) {
-        if (out.body.size() < kMaxErrorBody) out.body.append(data.substr(0, kMaxErrorBody - out.body.size()));
+        if (out.body.size() < kMaxErrorBody)
+          out.body.append(data.substr(0, kMaxErrorBody - out.body.size()));
       } else {
         on_data(data);
       }

@@ -19,21 +19,9 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 
-#include "docker/cancel_token.hpp"
-#include "docker/docker_error.hpp"
+#include "docker/docker_client.hpp"  // Method, ClientStats, CancelToken, DockerError
 
-namespace kr::docker {
-
-enum class Method { Get, Head, Post, Put, Delete };
-const char* method_name(Method m);
-
-struct TransportStats {
-  std::uint64_t connections_opened = 0;  // successful connects so far
-  std::size_t idle_connections = 0;      // pooled right now
-  std::size_t active_calls = 0;          // in flight right now
-};
-
-namespace detail {
+namespace kr::docker::detail {
 
 struct HttpRequest {
   Method method = Method::Get;
@@ -43,11 +31,8 @@ struct HttpRequest {
   std::vector<std::pair<std::string, std::string>> headers;
   // Streamed request body (image load); takes precedence over `body`.
   std::optional<std::filesystem::path> upload_file;
-  // Deadline for the whole call; nullopt = none (event streams).
+  // Deadline for the whole call; nullopt = none (event streams only).
   std::optional<std::chrono::milliseconds> deadline;
-  // Deadline until the response header has arrived (streams); then the
-  // remaining `deadline`, if any, applies.
-  std::optional<std::chrono::milliseconds> header_deadline;
   // Safe to resend when a pooled connection turns out to be dead.
   bool idempotent = false;
   CancelToken cancel;
@@ -77,7 +62,7 @@ class Transport {
                                               std::function<void(std::string_view)> on_data);
 
   void cancel_all();
-  TransportStats stats() const;
+  ClientStats stats() const;
   const std::string& socket_path() const;
 
  private:
@@ -85,5 +70,4 @@ class Transport {
   std::shared_ptr<Impl> impl_;  // shared with in-flight coroutines
 };
 
-}  // namespace detail
-}  // namespace kr::docker
+}  // namespace kr::docker::detail

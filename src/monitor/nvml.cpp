@@ -20,7 +20,10 @@ using nvml::Return;
 // The real table: function pointers resolved from the shared library.
 class DlopenNvml final : public NvmlApi {
  public:
-  explicit DlopenNvml(void* handle) : handle_(handle) {}
+  explicit DlopenNvml(void* handle)
+      : handle_(handle),
+        // Optional: only used to word log lines.
+        error_string_(reinterpret_cast<const char* (*)(Return)>(::dlsym(handle, "nvmlErrorString"))) {}
   // dlclose is skipped on purpose: the library may still be in use by a
   // detached worker stuck in the driver, and it is kept for the process
   // lifetime anyway.
@@ -35,8 +38,7 @@ class DlopenNvml final : public NvmlApi {
            sym(util_, "nvmlDeviceGetUtilizationRates") && sym(clock_, "nvmlDeviceGetClockInfo") &&
            sym(memory_, "nvmlDeviceGetMemoryInfo") && sym(temp_, "nvmlDeviceGetTemperature") &&
            sym(fan_, "nvmlDeviceGetFanSpeed") && sym(power_, "nvmlDeviceGetPowerUsage") &&
-           sym(limit_, "nvmlDeviceGetEnforcedPowerLimit") &&
-           (sym(error_string_, "nvmlErrorString"), true);  // optional
+           sym(limit_, "nvmlDeviceGetEnforcedPowerLimit");
   }
   const char* missing() const { return missing_; }
 
@@ -72,6 +74,7 @@ class DlopenNvml final : public NvmlApi {
   }
 
   void* handle_;
+  const char* (*error_string_)(Return) = nullptr;
   const char* missing_ = nullptr;
   Return (*init_)() = nullptr;
   Return (*shutdown_)() = nullptr;
@@ -87,7 +90,6 @@ class DlopenNvml final : public NvmlApi {
   Return (*fan_)(Device, unsigned*) = nullptr;
   Return (*power_)(Device, unsigned*) = nullptr;
   Return (*limit_)(Device, unsigned*) = nullptr;
-  const char* (*error_string_)(Return) = nullptr;
 };
 
 // Strict UTF-8 check: upstream decodes NVML strings as UTF-8 (failure skips

@@ -15,8 +15,13 @@
 
 #include "api/http_server.hpp"
 #include "api/router.hpp"
+#include "docker/docker_client.hpp"
 #include "host_link/host_link.hpp"
 #include "runner/node_reporter.hpp"
+#include "runner/tunnel_lookup.hpp"
+#include "store/outbox.hpp"
+#include "store/state_store.hpp"
+#include "tasks/task_manager.hpp"
 
 namespace kr::runner {
 
@@ -71,11 +76,19 @@ void prepare_directories(const config::RunnerConfig& cfg) {
 int run_runner(cli::RunnerLaunch& launch) {
   const config::RunnerConfig& cfg = launch.config;
   setup_logging(cfg);
-  for (const auto& w : launch.warnings) spdlog::warn("{}", w);
   spdlog::info("Starting KohakuRiver Runner {} (config: {})", KR_VERSION, launch.config_source);
 
+  // Declared first so that it outlives every object bound to it.
   asio::io_context io(1);
   prepare_directories(cfg);
+
+  std::unique_ptr<store::StateStore> state;
+  try {
+    state = std::make_unique<store::StateStore>(cfg.state_dir);
+  } catch (const std::exception& e) {
+    spdlog::critical("Cannot open the runner state in {}: {}", cfg.state_dir, e.what());
+    return 3;  // upstream: application startup failed
+  }
 
   NodeReporterImpl reporter(io.get_executor(), cfg);
   host_link::HostLinkOptions link_opts;
@@ -84,13 +97,35 @@ int run_runner(cli::RunnerLaunch& launch) {
   link_opts.bind_ip = cfg.runner_bind_ip;
   link_opts.runner_port = static_cast<uint16_t>(cfg.runner_port);
   link_opts.heartbeat_interval = std::chrono::seconds(cfg.heartbeat_interval_seconds);
-  host_link::HostLink link(io.get_executor(), link_opts, reporter, [] { return std::vector<int64_t>{}; });
+
+  docker::ClientOptions docker_opts;
+  docker_opts.socket_path = cfg.docker_socket;
+  docker::DockerClient docker(io.get_executor(), docker_opts);
+
+  std::function<std::vector<int64_t>()> running_tasks;
+  host_link::HostLink link(io.get_executor(), link_opts, reporter, [&] { return running_tasks(); });
+  store::Outbox outbox(*state, io.get_executor(), [&link](const std::string& body) -> asio::awaitable<int> {
+    auto res = co_await link.client().request("POST", "/api/update", body, std::chrono::seconds(15));
+    co_return res.status;
+  });
+
+  std::map<int64_t, std::vector<int>> numa_cpus;
+  if (const auto& topo = reporter.numa_topology())
+    for (const auto& node : *topo) numa_cpus[node.id] = node.cores;
+  tasks::TaskManager task_manager(
+      io.get_executor(),
+      tasks::TaskManagerDeps{cfg, docker, *state, outbox, link.hostname(), numa_cpus, find_tunnel_client(cfg)});
+  running_tasks = [&] { return task_manager.running_task_ids(); };
 
   api::Router router;
   router.add("GET", "/healthz", [&](api::HttpRequest&) -> asio::awaitable<api::HttpResponse> {
-    co_return api::HttpResponse::json(
-        200, json{{"status", "ok"}, {"registered", link.registered()}, {"version", KR_VERSION}});
+    co_return api::HttpResponse::json(200, json{{"status", "ok"},
+                                                {"registered", link.registered()},
+                                                {"version", KR_VERSION},
+                                                {"tasks", task_manager.running_task_ids().size()},
+                                                {"reports_pending", outbox.pending()}});
   });
+  task_manager.add_routes(router);
 
   api::HttpServer server(io, router);
   try {
@@ -102,6 +137,8 @@ int run_runner(cli::RunnerLaunch& launch) {
   spdlog::info("Listening on http://{}:{}", cfg.runner_bind_ip, server.port());
 
   reporter.start();
+  outbox.start();
+  task_manager.start();
   link.start();
   sd_notify(0, "READY=1");
 
@@ -112,8 +149,17 @@ int run_runner(cli::RunnerLaunch& launch) {
     sd_notify(0, "STOPPING=1");
     server.stop();
     link.stop();
+    task_manager.stop();
+    docker.cancel_all();
     reporter.stop();
-    io.stop();
+    // D7: give pending status reports a last chance (at most 5 s).
+    asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+      if (!co_await outbox.flush(std::chrono::seconds(5)))
+        spdlog::warn("{} status report(s) not yet delivered; they are kept and sent after the next start",
+                     outbox.pending());
+      outbox.stop();
+      io.stop();
+    }, asio::detached);
   });
 
   io.run();

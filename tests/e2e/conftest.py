@@ -90,7 +90,7 @@ class RunnerProcess:
         except FileNotFoundError:
             return ""
 
-    def signal(self, sig):
+    def send_signal(self, sig):
         self.proc.send_signal(sig)
 
     def stop(self, sig=signal.SIGTERM, timeout=10.0):

@@ -161,7 +161,7 @@ def test_sigterm_stops_quickly(host, make_runner):
     runner = make_runner(host)
     host.wait_for("register", timeout=10)
     t0 = time.monotonic()
-    runner.signal(signal.SIGTERM)
+    runner.send_signal(signal.SIGTERM)
     rc = runner.proc.wait(5)
     assert rc == 0
     assert time.monotonic() - t0 < 2.0
@@ -172,7 +172,7 @@ def test_sigint_stops_while_host_is_down(make_runner):
     runner.wait_listening()
     time.sleep(0.5)
     t0 = time.monotonic()
-    runner.signal(signal.SIGINT)
+    runner.send_signal(signal.SIGINT)
     assert runner.proc.wait(5) == 0
     assert time.monotonic() - t0 < 2.0
 

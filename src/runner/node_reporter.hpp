@@ -1,0 +1,45 @@
+#pragma once
+// What this node tells the host about itself, assembled from the resource
+// monitor: registration facts and heartbeat metrics (protocol.md §1.2–1.3).
+#include <future>
+#include <memory>
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include "config/config.hpp"
+#include "host_link/host_link.hpp"
+#include "monitor/cpu_memory.hpp"
+#include "monitor/gpu_sampler.hpp"
+#include "monitor/numa.hpp"
+#include "monitor/vm_capability.hpp"
+
+namespace kr::runner {
+
+class NodeReporterImpl : public host_link::NodeReporter {
+ public:
+  NodeReporterImpl(boost::asio::any_io_executor ex, const config::RunnerConfig& cfg);
+  ~NodeReporterImpl() override;
+
+  // Loads NVML (if present) and starts the one-off VM capability probe on a
+  // short-lived thread (KVM ioctls and lspci must not run on the I/O thread).
+  void start();
+  void stop();
+
+  boost::asio::awaitable<nlohmann::json> registration_fields() override;
+  boost::asio::awaitable<nlohmann::json> heartbeat_fields() override;
+
+  const std::optional<std::vector<monitor::NumaNode>>& numa_topology() const { return numa_; }
+
+ private:
+  const monitor::VmCapability* vm_capability_if_ready();
+
+  boost::asio::any_io_executor ex_;
+  const config::RunnerConfig& cfg_;
+  monitor::CpuSampler cpu_;
+  std::optional<std::vector<monitor::NumaNode>> numa_;
+  std::unique_ptr<monitor::GpuSampler> gpus_;
+  std::future<const monitor::VmCapability*> vm_cap_future_;
+  const monitor::VmCapability* vm_cap_ = nullptr;
+};
+
+}  // namespace kr::runner

@@ -1,0 +1,179 @@
+// Startup reconciliation for command tasks (execution.md §4.4 with the
+// rulings D26/D-REATTACH, R-ORPHANSTOP): tracked containers still running
+// are watched again, those that ended while the runner was down are
+// reported with their real exit codes, and nothing is run twice.
+#include <boost/asio/co_spawn.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/datetime.hpp"
+#include "docker/docker_error.hpp"
+#include "tasks/container_spec.hpp"
+#include "tasks/image_source.hpp"
+#include "tasks/task_manager.hpp"
+
+namespace kr::tasks {
+
+namespace asio = boost::asio;
+using json = nlohmann::json;
+using docker::DockerError;
+
+namespace {
+
+void spawn_logged(asio::any_io_executor ex, asio::awaitable<void> work) {
+  asio::co_spawn(ex, std::move(work), [](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      spdlog::error("recovered task watcher ended with an error: {}", ex.what());
+    }
+  });
+}
+
+// Outside the coroutine (GCC 12 coroutine bug with braced initialisers).
+json task_name_filter() { return json{{"name", json::array({"kohakuriver-task-"})}}; }
+
+std::string container_name_of(const json& c) {
+  if (c.contains("Names") && c["Names"].is_array() && !c["Names"].empty()) {
+    std::string n = c["Names"][0].get<std::string>();
+    return n.empty() || n[0] != '/' ? n : n.substr(1);
+  }
+  return "";
+}
+
+}  // namespace
+
+asio::awaitable<void> TaskManager::recover() {
+  auto records = co_await deps_.store.load_tasks();
+  // Listed in heartbeats (and guarded against duplicates) right away, even
+  // while dockerd is still unreachable.
+  std::vector<std::pair<TaskPtr, store::TaskRecord>> tracked;
+  for (const auto& rec : records) {
+    if (rec.kind != "task") continue;
+    auto task = std::make_shared<Task>();
+    task->id = rec.task_id;
+    task->killed = rec.killed;
+    task->started_at = rec.started_at.value_or(naive_local_now());
+    auto parsed = parse_task_request(rec.request_json);
+    if (auto* r = std::get_if<TaskRequest>(&parsed)) task->request = std::move(*r);
+    tasks_[task->id] = task;
+    tracked.emplace_back(task, rec);
+  }
+
+  json containers;
+  std::chrono::milliseconds backoff{1000};
+  for (;;) {
+    try {
+      try {
+        co_await ensure_network();
+      } catch (const DockerError& e) {
+        if (e.daemon_unavailable() || e.timed_out()) throw;
+        spdlog::warn("Cannot ensure Docker network {}: {}", deps_.cfg.docker_network_name, e.message);
+      }
+      containers = co_await deps_.docker.list_containers(true, task_name_filter());
+      break;
+    } catch (const DockerError& e) {
+      if (e.cancelled()) co_return;
+      spdlog::warn("Docker not reachable for startup reconciliation ({}); retrying in {} s", e.message,
+                   backoff.count() / 1000.0);
+    }
+    if (!co_await stop_.sleep_for(backoff)) co_return;
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(15000));
+  }
+
+  std::map<std::string, json> by_name;
+  for (const auto& c : containers) by_name[container_name_of(c)] = c;
+
+  for (auto& [task, rec] : tracked) {
+    const std::string name = task_container_name(task->id);
+    auto it = by_name.find(name);
+    const json* c = it == by_name.end() ? nullptr : &it->second;
+    if (c) by_name.erase(it);
+    if (task->killed) {
+      spdlog::info("Task {} was killed before the restart; cleaning up", task->id);
+      co_await finish(task, std::nullopt);
+      continue;
+    }
+    if (!c) {
+      if (rec.phase == "accepted" || rec.phase == "provisioning") {
+        // The container was never created: the work has not run yet, so
+        // running it now does not run it twice.
+        spdlog::info("Task {} was still provisioning when the runner stopped; resuming", task->id);
+        spawn_logged(ex_, run_pipeline(task, true));
+      } else {
+        spdlog::warn("Task {}: container {} is gone", task->id, name);
+        co_await finish(task, report(task->id, "stopped", -1,
+                                     "Container not found on runner startup (runner may have restarted).",
+                                     std::nullopt, true));
+      }
+      continue;
+    }
+    const std::string state = c->value("State", "");
+    if (state == "created") {
+      spdlog::info("Task {}: container created but never started; starting it", task->id);
+      std::optional<DockerError> failure;
+      try {
+        co_await deps_.docker.start_container(name);
+      } catch (const DockerError& e) {
+        failure = e;
+      }
+      if (failure) {
+        auto fs = map_start_failure(failure->status, failure->message, StartPhase::Start);
+        co_await finish(task, report(task->id, fs.status, fs.exit_code, fs.message, task->started_at, true));
+        continue;
+      }
+      co_await deps_.store.update_task(task->id, "running");
+    } else {
+      spdlog::info("Task {}: re-attaching to {} ({})", task->id, name, state);
+    }
+    spawn_logged(ex_, watch(task));
+  }
+
+  // Containers of ours without a row.
+  for (auto& [name, c] : by_name) {
+    const json labels = c.value("Labels", json::object());
+    const bool ours = labels.is_object() && labels.value("kohakuriver.node", "") == deps_.hostname &&
+                      labels.value("kohakuriver.kind", "") == "task";
+    if (!ours) {
+      // Created by the Python runner or another node sharing this daemon
+      // (R-ORPHANSTOP): not ours to stop.
+      spdlog::warn("Leaving unlabelled/foreign container {} alone", name);
+      continue;
+    }
+    int64_t id = 0;
+    try {
+      id = std::stoll(labels.value("kohakuriver.task_id", "0"));
+    } catch (const std::exception&) {
+      continue;
+    }
+    if (c.value("State", "") != "running" && c.value("State", "") != "paused") {
+      // Its final report was made durable before the crash that kept it
+      // from being removed (the row is deleted only after that).
+      spdlog::info("Removing finished container {} (already reported)", name);
+      co_await remove_container_quietly(name);
+      continue;
+    }
+    // Running but untracked (the state directory was reset): adopt it.
+    auto task = std::make_shared<Task>();
+    task->id = id;
+    task->started_at = naive_local_now();
+    try {
+      json info = co_await deps_.docker.inspect_container(name);
+      if (auto t = parse_docker_created(info["State"].value("StartedAt", "")))
+        task->started_at = naive_local_iso(std::chrono::system_clock::time_point(std::chrono::seconds(*t)));
+    } catch (const DockerError&) {
+    }
+    store::TaskRecord rec;
+    rec.task_id = id;
+    rec.kind = "task";
+    rec.container_name = name;
+    rec.phase = "running";
+    rec.started_at = task->started_at;
+    if (!co_await deps_.store.insert_task(rec)) continue;
+    tasks_[id] = task;
+    spdlog::info("Adopted untracked running task container {}", name);
+    spawn_logged(ex_, watch(task));
+  }
+}
+
+}  // namespace kr::tasks

@@ -1,0 +1,184 @@
+"""Environment images from shared-storage tarballs (execution.md §1.3.2,
+Appendix A.3; rulings D-NOTAR, D-SYNCTIMEOUT, R-SYNCLOCK) and Docker
+outages (dockerd restarted while idle)."""
+import os
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from taskutil import IMAGE, docker, final_report, http, new_task_id, remove_task_containers, statuses, submit
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def clean():
+    remove_task_containers()
+    yield
+    remove_task_containers()
+
+
+def make_env_image(tag: str, marker: str, workdir: Path) -> int:
+    """Builds an image whose /marker says `marker`; returns its Created time
+    (Unix seconds, truncated like the runner does)."""
+    root = workdir / f"root-{marker}"
+    subprocess.run(["docker", "create", "--name", f"krtest-src-{marker}", IMAGE, "true"], check=True,
+                   capture_output=True)
+    try:
+        exported = subprocess.run(["docker", "export", f"krtest-src-{marker}"], check=True, capture_output=True).stdout
+    finally:
+        docker("rm", "-f", f"krtest-src-{marker}", check=False)
+    root.mkdir(parents=True)
+    (root / "marker").write_text(marker)
+    tar = workdir / f"{marker}.tar"
+    tar.write_bytes(exported)
+    subprocess.run(["tar", "-rf", str(tar), "-C", str(root), "marker"], check=True)
+    subprocess.run(["docker", "import", "-c", "ENV PATH=/bin", str(tar), tag], check=True, capture_output=True)
+    created = docker("image", "inspect", "-f", "{{.Created}}", tag).stdout.strip()
+    from datetime import datetime, timezone
+    secs = datetime.strptime(created[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    return int(secs)
+
+
+def save(tag: str, path: Path):
+    subprocess.run(["docker", "save", "-o", str(path), tag], check=True)
+
+
+@pytest.fixture
+def env_runner(host, make_runner, tmp_path):
+    (tmp_path / "share").mkdir()
+    (tmp_path / "local").mkdir()
+    tars = tmp_path / "tars"
+    tars.mkdir()
+
+    def make(**overrides):
+        r = make_runner(host, CONTAINER_TAR_DIR=str(tars), **overrides)
+        r.wait_listening()
+        host.wait_for("register")
+        return r
+    return make, tars
+
+
+def env_task(runner, tid, env):
+    submit(runner, tid, "cat /marker", registry_image=None, container_name=env)
+
+
+def test_newest_tarball_wins(host, env_runner, tmp_path):
+    make, tars = env_runner
+    env = f"krenv{os.getpid()}a"
+    docker("rmi", "-f", f"kohakuriver/{env}:base", check=False)
+    old = make_env_image("krtest/old:1", "old", tmp_path)
+    new = make_env_image("krtest/new:1", "new", tmp_path)
+    save("krtest/old:1", tars / f"{env}-{old + 100}.tar")
+    save("krtest/new:1", tars / f"{env}-{old + 200}.tar")
+    (tars / f"{env}-{old + 900}.tar.gz").write_text("decoy")  # not a candidate
+    runner = make()
+    tid = new_task_id()
+    env_task(runner, tid, env)
+    assert final_report(host, tid)["status"] == "completed"
+    assert (Path(runner.config["SHARED_DIR"]) / "logs" / str(tid) / "stdout.log").read_text() == "new"
+    assert docker("image", "inspect", f"kohakuriver/{env}:base").returncode == 0
+    docker("rmi", "-f", f"kohakuriver/{env}:base", "krtest/old:1", "krtest/new:1", check=False)
+
+
+def test_two_tasks_share_one_sync(host, env_runner, tmp_path):
+    make, tars = env_runner
+    env = f"krenv{os.getpid()}b"
+    docker("rmi", "-f", f"kohakuriver/{env}:base", check=False)
+    created = make_env_image("krtest/shared:1", "shared", tmp_path)
+    # Named with the image's own creation time: once loaded, it is current.
+    save("krtest/shared:1", tars / f"{env}-{created}.tar")
+    runner = make()
+    t1, t2 = new_task_id(), new_task_id()
+    env_task(runner, t1, env)
+    env_task(runner, t2, env)
+    assert final_report(host, t1)["status"] == "completed"
+    assert final_report(host, t2)["status"] == "completed"
+    loads = re.findall(r"Loading .*" + re.escape(env), runner.output())
+    assert len(loads) == 1, runner.output()
+    # The sync route takes the same lock and now finds it current.
+    st, reply = http("POST", runner.url(f"/api/docker/sync/{env}"))
+    assert (st, reply) == (200, {"message": f"Container '{env}' is up-to-date.", "synced": False})
+    docker("rmi", "-f", f"kohakuriver/{env}:base", "krtest/shared:1", check=False)
+
+
+def test_no_tarball_and_no_image_fails_without_registry(host, env_runner):
+    make, _ = env_runner
+    runner = make()
+    tid = new_task_id()
+    env_task(runner, tid, "krenv-nothing-here")
+    final = final_report(host, tid)
+    assert statuses(host, tid) == ["pending", "failed"]
+    assert final["message"] == "Docker image sync failed for container 'krenv-nothing-here'"
+
+
+def test_sync_timeout_enforced(host, env_runner, tmp_path):
+    make, tars = env_runner
+    env = f"krenv{os.getpid()}c"
+    fifo = tars / f"{env}-{int(time.time())}.tar"
+    os.mkfifo(fifo)
+    stop = threading.Event()
+
+    def slow_writer():
+        # Opens the pipe and trickles a few bytes, never a full tarball.
+        with open(fifo, "wb") as f:
+            f.write(b"\0" * 100)
+            f.flush()
+            stop.wait(60)
+
+    t = threading.Thread(target=slow_writer, daemon=True)
+    t.start()
+    runner = make(DOCKER_IMAGE_SYNC_TIMEOUT=2)
+    tid = new_task_id()
+    t0 = time.monotonic()
+    env_task(runner, tid, env)
+    final = final_report(host, tid, timeout=30)
+    stop.set()
+    assert final["status"] == "failed"
+    assert final["message"] == f"Docker image sync failed for container '{env}'"
+    assert time.monotonic() - t0 < 20
+
+
+def test_docker_images_route(env_runner):
+    make, _ = env_runner
+    runner = make()
+    st, reply = http("GET", runner.url("/api/docker/images"))
+    assert st == 200
+    ours = [i for i in reply["images"] if IMAGE in i["tags"]]
+    assert len(ours) == 1
+    assert ours[0]["id"].startswith("sha256:") and isinstance(ours[0]["size"], int)
+    assert re.match(r"^\d{4}-\d{2}-\d{2}T", ours[0]["created"])
+
+
+def dockerd_pid():
+    out = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True).stdout.split()
+    return int(out[0]) if out else None
+
+
+def test_dockerd_restart_while_idle(host, env_runner):
+    make, _ = env_runner
+    runner = make()
+    tid = new_task_id()
+    submit(runner, tid, "echo", ["before"])
+    assert final_report(host, tid)["status"] == "completed"
+    pid = dockerd_pid()
+    if pid is None:
+        pytest.fail("no dockerd process to restart")
+    if subprocess.run(["systemctl", "is-active", "--quiet", "docker"], capture_output=True).returncode == 0:
+        subprocess.run(["systemctl", "restart", "docker"], check=True)
+    else:
+        os.kill(pid, 15)
+        for _ in range(100):
+            if not os.path.exists(f"/proc/{pid}"):
+                break
+            time.sleep(0.1)
+        subprocess.run([str(REPO / "scripts" / "ensure-dockerd.sh")], check=True)
+    tid2 = new_task_id()
+    submit(runner, tid2, "echo", ["after"])
+    final = final_report(host, tid2, timeout=60)
+    assert final["status"] == "completed", final
+    assert runner.proc.poll() is None
