@@ -1,6 +1,5 @@
 #include "runner/node_reporter.hpp"
 
-#include <spdlog/fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include "monitor/gpu_remap.hpp"
@@ -34,10 +33,7 @@ void NodeReporterImpl::stop() {}
 const monitor::VmCapability* NodeReporterImpl::vm_capability_if_ready() {
   if (!vm_cap_ && vm_cap_future_.valid() &&
       vm_cap_future_.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
-    vm_cap_ = vm_cap_future_.get();
-    if (!vm_cap_->vm_capable)
-      spdlog::info("Node is not VM-capable: {}", fmt::join(vm_cap_->errors, "; "));
-    for (const auto& w : vm_cap_->warnings) spdlog::debug("VM capability: {}", w);
+    vm_cap_ = vm_cap_future_.get();  // the probe logs its own findings
   }
   return vm_cap_;
 }

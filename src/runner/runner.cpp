@@ -164,7 +164,9 @@ int run_runner(cli::RunnerLaunch& launch) {
 
   io.run();
   spdlog::info("Runner stopped");
-  spdlog::shutdown();
+  // No spdlog::shutdown(): the one-off VM capability probe thread may still
+  // be logging; the logger lives until static destruction.
+  spdlog::default_logger()->flush();
   return 0;
 }
 

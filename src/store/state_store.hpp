@@ -79,7 +79,9 @@ enum class FinishOutcome {
 
 struct StoreOptions {
   // synchronous=FULL makes every commit survive power loss too, at the cost
-  // of one more fsync per commit.
+  // of an fsync per commit (measured on the dev VM's ext4: ~3.5 ms per
+  // commit vs ~0.05 ms with NORMAL). Off by default: a power loss kills the
+  // containers too, and the host marks the node's tasks lost anyway.
   bool synchronous_full = false;
   int busy_timeout_ms = 5000;
 };
