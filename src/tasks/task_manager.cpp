@@ -142,10 +142,13 @@ asio::awaitable<api::HttpResponse> TaskManager::execute(api::HttpRequest& req) {
   const std::string duplicate = "Task " + std::to_string(id) + " is already running on this node.";
   if (tasks_.count(id)) co_return api::HttpResponse::detail(409, duplicate);
   const std::string temp_dir = deps_.cfg.local_temp_dir;
-  bool temp_ok = co_await run_blocking([temp_dir] {
+  // Lambdas are named before co_await: GCC 12 destroys the captures of a
+  // lambda written inside a co_await expression twice.
+  auto temp_dir_exists = [temp_dir] {
     std::error_code ec;
     return std::filesystem::is_directory(temp_dir, ec);
-  });
+  };
+  bool temp_ok = co_await run_blocking(temp_dir_exists);
   if (!temp_ok) co_return api::HttpResponse::detail(500, "Configuration error: LOCAL_TEMP_DIR missing on node.");
   if (tasks_.count(id)) co_return api::HttpResponse::detail(409, duplicate);
 
@@ -206,14 +209,15 @@ asio::awaitable<std::optional<json>> TaskManager::prepare_and_start(TaskPtr task
     if (auto err = check_log_path(*p, deps_.cfg.shared_dir)) throw PipelineError(*err);
   // From the normalised paths: the check above was made on those.
   std::string out = lexically_normal_path(rq.stdout_path), err = lexically_normal_path(rq.stderr_path);
-  co_await run_blocking([out, err] {
+  auto make_log_dirs = [out, err] {
     namespace fs = std::filesystem;
     for (const auto& p : {fs::path(out).parent_path(), fs::path(err).parent_path()}) {
       std::error_code ec;
       fs::create_directories(p, ec);
       if (ec) throw PipelineError("cannot create log directory " + p.string() + ": " + ec.message());
     }
-  });
+  };
+  co_await run_blocking(make_log_dirs);
 
   co_await deps_.store.update_task(id, "provisioning");
   const bool registry = rq.registry_image && !rq.registry_image->empty();

@@ -2,6 +2,8 @@
 // rulings D26/D-REATTACH, R-ORPHANSTOP): tracked containers still running
 // are watched again, those that ended while the runner was down are
 // reported with their real exit codes, and nothing is run twice.
+#include <optional>
+
 #include <boost/asio/co_spawn.hpp>
 #include <spdlog/spdlog.h>
 
@@ -32,6 +34,14 @@ void spawn_logged(asio::any_io_executor ex, asio::awaitable<void> work) {
 
 // Outside the coroutine (GCC 12 coroutine bug with braced initialisers).
 json task_name_filter() { return json{{"name", json::array({"kohakuriver-task-"})}}; }
+
+// The string at `key`, or "" when absent, null or not a string (Docker
+// omits or nulls fields freely).
+std::string str_field(const json& j, const char* key) {
+  if (!j.is_object()) return "";
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
 
 std::string container_name_of(const json& c) {
   if (c.contains("Names") && c["Names"].is_array() && !c["Names"].empty()) {
@@ -87,8 +97,12 @@ asio::awaitable<void> TaskManager::recover() {
   for (auto& [task, rec] : tracked) {
     const std::string name = task_container_name(task->id);
     auto it = by_name.find(name);
-    const json* c = it == by_name.end() ? nullptr : &it->second;
-    if (c) by_name.erase(it);
+    std::optional<json> found;
+    if (it != by_name.end()) {
+      found = std::move(it->second);
+      by_name.erase(it);
+    }
+    const json* c = found ? &*found : nullptr;
     if (task->killed) {
       spdlog::info("Task {} was killed before the restart; cleaning up", task->id);
       co_await finish(task, std::nullopt);
@@ -108,7 +122,7 @@ asio::awaitable<void> TaskManager::recover() {
       }
       continue;
     }
-    const std::string state = c->value("State", "");
+    const std::string state = str_field(*c, "State");
     if (state == "created") {
       spdlog::info("Task {}: container created but never started; starting it", task->id);
       std::optional<DockerError> failure;
@@ -131,9 +145,9 @@ asio::awaitable<void> TaskManager::recover() {
 
   // Containers of ours without a row.
   for (auto& [name, c] : by_name) {
-    const json labels = c.value("Labels", json::object());
-    const bool ours = labels.is_object() && labels.value("kohakuriver.node", "") == deps_.hostname &&
-                      labels.value("kohakuriver.kind", "") == "task";
+    const json labels = c.contains("Labels") ? c["Labels"] : json(nullptr);
+    const bool ours = str_field(labels, "kohakuriver.node") == deps_.hostname &&
+                      str_field(labels, "kohakuriver.kind") == "task";
     if (!ours) {
       // Created by the Python runner or another node sharing this daemon
       // (R-ORPHANSTOP): not ours to stop.
@@ -142,11 +156,11 @@ asio::awaitable<void> TaskManager::recover() {
     }
     int64_t id = 0;
     try {
-      id = std::stoll(labels.value("kohakuriver.task_id", "0"));
+      id = std::stoll(str_field(labels, "kohakuriver.task_id"));
     } catch (const std::exception&) {
       continue;
     }
-    if (c.value("State", "") != "running" && c.value("State", "") != "paused") {
+    if (str_field(c, "State") != "running" && str_field(c, "State") != "paused") {
       // Its final report was made durable before the crash that kept it
       // from being removed (the row is deleted only after that).
       spdlog::info("Removing finished container {} (already reported)", name);
@@ -159,7 +173,7 @@ asio::awaitable<void> TaskManager::recover() {
     task->started_at = naive_local_now();
     try {
       json info = co_await deps_.docker.inspect_container(name);
-      if (auto t = parse_docker_created(info["State"].value("StartedAt", "")))
+      if (auto t = parse_docker_created(str_field(info["State"], "StartedAt")))
         task->started_at = naive_local_iso(std::chrono::system_clock::time_point(std::chrono::seconds(*t)));
     } catch (const DockerError&) {
     }

@@ -85,7 +85,7 @@ asio::awaitable<HttpResponse> TaskManager::list_images(HttpRequest&) {
     json list = co_await deps_.docker.list_images();
     json out = json::array();
     for (const auto& img : list) {
-      const std::string id = img.value("Id", "");
+      const std::string id = img.contains("Id") && img["Id"].is_string() ? img["Id"].get<std::string>() : "";
       json tags = json::array();
       if (img.contains("RepoTags") && img["RepoTags"].is_array())
         for (const auto& t : img["RepoTags"])

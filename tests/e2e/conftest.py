@@ -49,6 +49,9 @@ class RunnerProcess:
             "LOG_LEVEL": "debug",
         }
         cfg.update(overrides)
+        # A node's shared and local dirs exist before the runner starts.
+        for key in ("SHARED_DIR", "LOCAL_TEMP_DIR"):
+            Path(cfg[key]).mkdir(parents=True, exist_ok=True)
         self.config = cfg
         self.config_path = tmp / "runner_config.py"
         lines = ['"""test runner config"""', "from kohakuengine import Config", ""]

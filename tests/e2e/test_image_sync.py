@@ -50,8 +50,8 @@ def save(tag: str, path: Path):
 
 @pytest.fixture
 def env_runner(host, make_runner, tmp_path):
-    (tmp_path / "share").mkdir()
-    (tmp_path / "local").mkdir()
+    (tmp_path / "share").mkdir(exist_ok=True)
+    (tmp_path / "local").mkdir(exist_ok=True)
     tars = tmp_path / "tars"
     tars.mkdir()
 
