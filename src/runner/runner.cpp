@@ -1,7 +1,5 @@
 #include "runner/runner.hpp"
 
-#include <systemd/sd-daemon.h>
-
 #include <filesystem>
 
 #include <boost/asio/co_spawn.hpp>
@@ -18,6 +16,7 @@
 #include "docker/docker_client.hpp"
 #include "host_link/host_link.hpp"
 #include "runner/node_reporter.hpp"
+#include "runner/sd_notify.hpp"
 #include "runner/tunnel_lookup.hpp"
 #include "store/outbox.hpp"
 #include "store/state_store.hpp"
@@ -140,13 +139,13 @@ int run_runner(cli::RunnerLaunch& launch) {
   outbox.start();
   task_manager.start();
   link.start();
-  sd_notify(0, "READY=1");
+  notify_systemd("READY=1");
 
   asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
     spdlog::info("Received signal {}; shutting down (containers keep running)", sig);
-    sd_notify(0, "STOPPING=1");
+    notify_systemd("STOPPING=1");
     server.stop();
     link.stop();
     task_manager.stop();

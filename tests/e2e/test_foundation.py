@@ -276,3 +276,78 @@ def test_log_level_warning_hides_info(host, make_runner):
     host.wait_for("register", timeout=10)
     time.sleep(0.3)
     assert "Registered with host" not in runner.output()
+
+
+def test_sd_notify_ready_and_stopping(host, make_runner, tmp_path):
+    sock_path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.settimeout(10)
+    try:
+        runner = make_runner(host, env={"NOTIFY_SOCKET": sock_path})
+        msg = sock.recv(4096).decode()
+        assert msg == "READY=1"
+        # READY means listening.
+        with socket.create_connection(("127.0.0.1", runner.port), timeout=1):
+            pass
+        runner.send_signal(signal.SIGTERM)
+        assert sock.recv(4096).decode() == "STOPPING=1"
+        assert runner.proc.wait(5) == 0
+    finally:
+        sock.close()
+
+
+def test_init_config_and_service_outputs(binary, tmp_path):
+    out_dir = tmp_path / "cfg"
+    r = subprocess.run([str(binary), "init", "config", "--runner", "--output-dir", str(out_dir)],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    cfg = out_dir / "runner_config.py"
+    text = cfg.read_text()
+    assert "def config_gen():" in text and "RUNNER_PORT" in text and "STATE_DIR" in text
+    # Never overwrites.
+    cfg.write_text(text + "\n# operator edit\n")
+    r = subprocess.run([str(binary), "init", "config", "--runner", "--output-dir", str(out_dir)],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and "already exists" in (r.stdout + r.stderr)
+    assert cfg.read_text().endswith("# operator edit\n")
+    # The generated file loads: the runner starts from it (port changed so
+    # it does not clash) and exits cleanly on SIGTERM.
+    port = free_port()
+    cfg.write_text(cfg.read_text().replace("RUNNER_PORT: int = 8001", f"RUNNER_PORT: int = {port}")
+                   .replace('STATE_DIR: str = "/var/lib/kohakuriver"', f'STATE_DIR: str = "{tmp_path / "st"}"'))
+    p = subprocess.Popen([str(binary), "runner", "--config", str(cfg)], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("runner from the generated config did not listen")
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out = p.communicate(timeout=10)[0]
+    assert p.returncode == 0, out
+    # init service --no-install writes the unit into the current directory.
+    r = subprocess.run([str(binary), "init", "service", "--runner", "--runner-config", str(cfg),
+                        "--working-dir", str(tmp_path), "--no-install"], capture_output=True, text=True,
+                       timeout=10, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    unit = (tmp_path / "kohakuriver-runner.service").read_text()
+    assert f"ExecStart={binary.resolve()} runner --config {cfg}" in unit
+    for line in ("After=network.target docker.service", "Wants=docker.service", "Restart=on-failure",
+                 "RestartSec=5", "KillMode=process", "Type=notify", "WantedBy=multi-user.target"):
+        assert line in unit.splitlines(), line
+    assert "User=" not in unit
+
+
+def test_unprovided_subcommand_exits_2(binary):
+    r = subprocess.run([str(binary), "host"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "host" in r.stderr
+    r = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and "0.1.0" in r.stdout
+    r = subprocess.run([str(BINARY.parent / "kohakuriver.runner"), "--help"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and "--config" in r.stdout
