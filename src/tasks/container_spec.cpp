@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "docker/names.hpp"
+#include "monitor/numa.hpp"
 #include "tasks/log_paths.hpp"
 #include "tasks/shell.hpp"
 
@@ -154,16 +155,7 @@ std::string format_cpuset(std::vector<int> cpus) {
   std::sort(cpus.begin(), cpus.end());
   cpus.erase(std::unique(cpus.begin(), cpus.end()), cpus.end());
   cpus.erase(cpus.begin(), std::lower_bound(cpus.begin(), cpus.end(), 0));
-  std::string out;
-  for (std::size_t i = 0; i < cpus.size();) {
-    std::size_t j = i;
-    while (j + 1 < cpus.size() && cpus[j + 1] == cpus[j] + 1) ++j;
-    if (!out.empty()) out += ',';
-    out += std::to_string(cpus[i]);
-    if (j > i) out += "-" + std::to_string(cpus[j]);
-    i = j + 1;
-  }
-  return out;
+  return monitor::format_cpu_list(cpus);  // kernel cpulist form, as Docker takes it
 }
 
 std::vector<std::string> build_task_env(const TaskRequest& req, const config::RunnerConfig& cfg,

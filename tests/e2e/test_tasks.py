@@ -299,3 +299,34 @@ def test_kill9_with_five_running_tasks_then_restart(host, make_runner, tmp_path)
     # Each task ran exactly once: one pending, one running report.
     for tid in plan:
         assert statuses(host, tid)[:2] == ["pending", "running"]
+
+
+def test_vanished_container_reported_stopped_after_restart(host, make_runner):
+    runner = make_runner(host, HEARTBEAT_INTERVAL_SECONDS=1)
+    runner.wait_listening()
+    host.wait_for("register")
+    tid = new_task_id()
+    submit(runner, tid, "sleep 300")
+    host.wait_for("update", pred=lambda r: r.json()["task_id"] == tid and r.json()["status"] == "running")
+    wait_until(lambda: container_exists(f"kohakuriver-task-{tid}"), what="container")
+    runner.send_signal(signal.SIGKILL)
+    runner.proc.wait(5)
+    docker("rm", "-f", f"kohakuriver-task-{tid}")
+    restarted = make_runner(host, HEARTBEAT_INTERVAL_SECONDS=1, RUNNER_PORT=runner.port)
+    restarted.wait_listening()
+    final = final_report(host, tid)
+    assert final["status"] == "stopped" and final["exit_code"] == -1
+    assert final["message"] == "Container not found on runner startup (runner may have restarted)."
+
+
+def test_unlabelled_legacy_container_left_alone(host, make_runner):
+    tid = new_task_id()
+    name = f"kohakuriver-task-{tid}"
+    # What the Python runner left behind: same name, no labels.
+    docker("run", "-d", "--name", name, IMAGE, "sleep", "300")
+    runner = make_runner(host, HEARTBEAT_INTERVAL_SECONDS=1)
+    runner.wait_listening()
+    host.wait_for("heartbeat", count=2, timeout=15)
+    assert docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip() == "true"
+    assert f"Leaving unlabelled/foreign container {name} alone" in runner.output()
+    assert host.updates_for(tid) == []
