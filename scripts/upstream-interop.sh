@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Manual interoperability check against the unmodified upstream Python host.
+# Not part of CI (the upstream source is not vendored here).
+#
+#   scripts/upstream-interop.sh /path/to/KohakuRiver-source
+#
+# Installs upstream into a throw-away venv, starts its host on 127.0.0.1:18800
+# and this runner against it, then drives the host's own API: a registry-image
+# task (container_name null), pause/resume/kill of a running task, and an
+# environment task without tarball. Needs dockerd and kr-test/busybox:latest
+# (tests/images/build-test-images.sh).
+set -euo pipefail
+SRC=${1:?path to an upstream KohakuRiver source tree}
+cd "$(dirname "$0")/.."
+BIN=$PWD/build/kohakuriver
+W=$(mktemp -d /tmp/kr-interop.XXXX)
+python3 -m venv "$W/venv"
+"$W/venv/bin/pip" install -q "$SRC" "fastapi==0.115.12"   # newer FastAPI dropped add_event_handler
+mkdir -p "$W/share/logs" "$W/local"
+cat > "$W/host_config.py" <<PY
+from kohakuengine import Config
+HOST_BIND_IP = "127.0.0.1"
+HOST_PORT = 18800
+HOST_SSH_PROXY_PORT = 18802
+SHARED_DIR = "$W/share"
+DB_FILE = "$W/kr.db"
+def config_gen():
+    return Config.from_globals()
+PY
+cat > "$W/runner_config.py" <<PY
+RUNNER_PORT = 18801
+HOST_PORT = 18800
+SHARED_DIR = "$W/share"
+LOCAL_TEMP_DIR = "$W/local"
+STATE_DIR = "$W/state"
+PY
+"$W/venv/bin/kohakuriver.host" --config "$W/host_config.py" > "$W/host.log" 2>&1 &
+HOST_PID=$!
+trap 'kill $HOST_PID $RUNNER_PID 2>/dev/null || true' EXIT
+sleep 6
+"$BIN" runner --config "$W/runner_config.py" > "$W/runner.log" 2>&1 &
+RUNNER_PID=$!
+NODE=$(hostname)
+for _ in $(seq 1 30); do
+  curl -s localhost:18800/api/nodes | grep -q '"status":"online"' && break; sleep 1
+done
+status() { curl -s "localhost:18800/api/status/$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["status"], d["exit_code"], d["error_message"])'; }
+submit() { curl -s -X POST localhost:18800/api/submit -H 'content-type: application/json' -d "$1" |
+           python3 -c 'import json,sys; print(json.load(sys.stdin)["task_ids"][0])'; }
+T1=$(submit '{"command":"echo","arguments":["hello"],"registry_image":"kr-test/busybox:latest","targets":["'"$NODE"'"]}')
+T2=$(submit '{"command":"sleep","arguments":["300"],"registry_image":"kr-test/busybox:latest","targets":["'"$NODE"'"]}')
+T3=$(submit '{"command":"echo","arguments":["x"],"targets":["'"$NODE"'"]}')
+sleep 6
+echo "registry task:  $(status "$T1") / stdout: $(cat "$W/share/logs/$T1/stdout.log")"
+curl -s -X POST "localhost:18800/api/command/$T2/pause" >/dev/null; echo "paused task:    $(status "$T2")"
+curl -s -X POST "localhost:18800/api/command/$T2/resume" >/dev/null; echo "resumed task:   $(status "$T2")"
+curl -s -X POST "localhost:18800/api/kill/$T2" >/dev/null; sleep 2; echo "killed task:    $(status "$T2")"
+echo "no-tarball env: $(status "$T3")"
+echo "work dir: $W"
