@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "monitor_test_util.hpp"
 #include "monitor/cpu_memory.hpp"
 
 namespace fs = std::filesystem;
@@ -18,21 +19,7 @@ namespace {
 
 fs::path fixture(const std::string& name) { return fs::path(KR_SOURCE_DIR) / "tests/fixtures" / name; }
 
-struct TempTree {
-  fs::path dir;
-  TempTree() {
-    std::string tmpl = (fs::temp_directory_path() / "kr-monitor-XXXXXX").string();
-    dir = ::mkdtemp(tmpl.data());
-  }
-  ~TempTree() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  void write(const std::string& rel, const std::string& text) const {
-    fs::create_directories((dir / rel).parent_path());
-    std::ofstream(dir / rel) << text;
-  }
-};
+using kr::monitor::testing::TempTree;
 
 CpuTimes h100_times() {
   CpuTimes t;

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <string>
 
+#include "monitor_test_util.hpp"
 #include "monitor/temperature.hpp"
 
 namespace fs = std::filesystem;
@@ -15,21 +16,7 @@ namespace {
 
 fs::path fixture(const std::string& name) { return fs::path(KR_SOURCE_DIR) / "tests/fixtures" / name / "root"; }
 
-struct TempTree {
-  fs::path dir;
-  TempTree() {
-    std::string tmpl = (fs::temp_directory_path() / "kr-monitor-XXXXXX").string();
-    dir = ::mkdtemp(tmpl.data());
-  }
-  ~TempTree() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  void write(const std::string& rel, const std::string& text) const {
-    fs::create_directories((dir / rel).parent_path());
-    std::ofstream(dir / rel) << text;
-  }
-};
+using kr::monitor::testing::TempTree;
 
 }  // namespace
 

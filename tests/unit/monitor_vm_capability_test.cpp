@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "monitor_test_util.hpp"
 #include "monitor/vm_capability.hpp"
 
 namespace fs = std::filesystem;
@@ -17,20 +18,7 @@ namespace {
 
 fs::path fixture(const std::string& name) { return fs::path(KR_SOURCE_DIR) / "tests/fixtures" / name / "root"; }
 
-struct TempTree {
-  fs::path dir;
-  TempTree() {
-    std::string tmpl = (fs::temp_directory_path() / "kr-monitor-XXXXXX").string();
-    dir = ::mkdtemp(tmpl.data());
-  }
-  ~TempTree() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  void write(const std::string& rel, const std::string& text) const {
-    fs::create_directories((dir / rel).parent_path());
-    std::ofstream(dir / rel) << text;
-  }
+struct TempTree : kr::monitor::testing::TempTree {
   void tool(const std::string& name) const {
     write("bin/" + name, "#!/bin/sh\nexit 0\n");
     fs::permissions(dir / "bin" / name, fs::perms::owner_all);
