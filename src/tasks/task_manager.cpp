@@ -29,6 +29,10 @@ struct PipelineError : std::runtime_error {
 // Wait long-polls are re-issued after this; a deadline is still required on
 // every Docker call.
 constexpr std::chrono::hours kWaitSlice{6};
+// dockerd serialises much of create/start: under a burst of hundreds of
+// tasks on a small node one call can queue for a while, so these get more
+// than the client's 30 s default.
+constexpr std::chrono::seconds kCreateStartDeadline{120};
 
 void spawn(asio::any_io_executor ex, asio::awaitable<void> work, const char* what) {
   asio::co_spawn(ex, std::move(work), [what](std::exception_ptr e) {
@@ -194,6 +198,11 @@ asio::awaitable<void> TaskManager::run_pipeline(TaskPtr task, bool resumed) {
     spdlog::warn("Task {} failed before running: {}", id, e.what());
     final_report = report(id, "failed", {}, std::string("Task execution failed: ") + e.what(), task->started_at, true);
   }
+  if (stop_.stopped()) {
+    // Shutdown cancelled Docker calls mid-way: that is no verdict on the
+    // task. Its row stays; the next start resumes or re-attaches it.
+    co_return;
+  }
   if (final_report || !started) {
     co_await finish(task, final_report);
     co_return;
@@ -246,7 +255,7 @@ asio::awaitable<std::optional<json>> TaskManager::prepare_and_start(TaskPtr task
   co_await deps_.store.update_task(id, "creating");
   std::optional<docker::DockerError> failure;
   try {
-    co_await deps_.docker.create_container(name, body);
+    co_await deps_.docker.create_container(name, body, kCreateStartDeadline);
   } catch (const DockerError& e) {
     if (e.daemon_unavailable() || e.timed_out()) throw;
     failure = e;
@@ -258,7 +267,7 @@ asio::awaitable<std::optional<json>> TaskManager::prepare_and_start(TaskPtr task
     co_return report(id, fs.status, fs.exit_code, fs.message, task->started_at, true);
   }
   try {
-    co_await deps_.docker.start_container(name);
+    co_await deps_.docker.start_container(name, kCreateStartDeadline);
   } catch (const DockerError& e) {
     if (e.daemon_unavailable() || e.timed_out()) throw;
     failure = e;

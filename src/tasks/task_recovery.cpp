@@ -109,7 +109,7 @@ asio::awaitable<void> TaskManager::recover() {
       continue;
     }
     if (!c) {
-      if (rec.phase == "accepted" || rec.phase == "provisioning") {
+      if (rec.phase == "accepted" || rec.phase == "provisioning" || rec.phase == "creating") {
         // The container was never created: the work has not run yet, so
         // running it now does not run it twice.
         spdlog::info("Task {} was still provisioning when the runner stopped; resuming", task->id);

@@ -115,23 +115,31 @@ def test_no_tarball_and_no_image_fails_without_registry(host, env_runner):
     assert final["message"] == "Docker image sync failed for container 'krenv-nothing-here'"
 
 
-def test_sync_timeout_enforced(host, env_runner, tmp_path):
-    make, tars = env_runner
-    env = f"krenv{os.getpid()}c"
-    # A 256 MiB incompressible layer: loading it takes dockerd well over the
-    # 1 s limit set below (hashing and extracting alone).
+def save_big_env_tarball(tmp_path: Path, tars: Path, env: str, mib: int = 256) -> Path:
+    """An environment tarball with one incompressible `mib` MiB layer: loading
+    it takes dockerd seconds here (hashing and extracting alone). Its name's
+    timestamp is in the future, so the runner always wants to load it."""
     root = tmp_path / "bigroot"
-    root.mkdir()
+    root.mkdir(exist_ok=True)
     with open(root / "blob", "wb") as f:
-        for _ in range(256):
+        for _ in range(mib):
             f.write(os.urandom(1 << 20))
     tar = tmp_path / "big.tar"
     subprocess.run(["tar", "-cf", str(tar), "-C", str(root), "blob"], check=True)
     (root / "blob").unlink()
-    subprocess.run(["docker", "import", str(tar), "krtest/big:1"], check=True, capture_output=True)
+    subprocess.run(["docker", "import", "-c", "ENV PATH=/bin", str(tar), "krtest/big:1"], check=True,
+                   capture_output=True)
     tar.unlink()
-    save("krtest/big:1", tars / f"{env}-{int(time.time()) + 1000}.tar")
+    out = tars / f"{env}-{int(time.time()) + 1000}.tar"
+    save("krtest/big:1", out)
     docker("rmi", "-f", "krtest/big:1", check=False)
+    return out
+
+
+def test_sync_timeout_enforced(host, env_runner, tmp_path):
+    make, tars = env_runner
+    env = f"krenv{os.getpid()}c"
+    save_big_env_tarball(tmp_path, tars, env)
     try:
         runner = make(DOCKER_IMAGE_SYNC_TIMEOUT=1)
         tid = new_task_id()
@@ -183,3 +191,30 @@ def test_dockerd_restart_while_idle(host, env_runner):
     final = final_report(host, tid2, timeout=60)
     assert final["status"] == "completed", final
     assert runner.proc.poll() is None
+
+
+def test_shutdown_during_provisioning_loses_nothing(host, env_runner, tmp_path):
+    """SIGTERM while a task's image is loading: no failure is reported; the
+    next start resumes the task, which then runs once and completes."""
+    make, tars = env_runner
+    env = f"krenv{os.getpid()}d"
+    save_big_env_tarball(tmp_path, tars, env, mib=128)
+    # The big image holds only a data blob, no shell: once provisioning is
+    # done the container's /bin/sh is missing and the task fails with 127.
+    # That final report proves the resumed pipeline got past provisioning
+    # and created the container exactly once.
+    runner = make()
+    tid = new_task_id()
+    env_task(runner, tid, env)
+    host.wait_for("update", pred=lambda r: r.json()["task_id"] == tid and r.json()["status"] == "pending")
+    time.sleep(0.5)  # inside the load
+    assert "Loading" in runner.output()
+    runner.send_signal(15)
+    assert runner.proc.wait(10) == 0
+    assert [s for s in statuses(host, tid) if s != "pending"] == []
+    restarted = make(RUNNER_PORT=runner.port)
+    final = final_report(host, tid, timeout=120)
+    assert statuses(host, tid).count("pending") == 1
+    assert final["status"] == "failed" and final["exit_code"] == 127, final
+    assert "resuming" in restarted.output()
+    docker("rmi", "-f", f"kohakuriver/{env}:base", check=False)
