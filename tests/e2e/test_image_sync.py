@@ -164,7 +164,7 @@ def test_docker_images_route(env_runner):
 
 
 def dockerd_pid():
-    out = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True).stdout.split()
+    out = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, text=True).stdout.split()
     return int(out[0]) if out else None
 
 
