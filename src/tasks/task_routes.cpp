@@ -108,7 +108,12 @@ asio::awaitable<HttpResponse> TaskManager::list_images(HttpRequest&) {
 
 asio::awaitable<HttpResponse> TaskManager::sync_image(HttpRequest& req) {
   const std::string name = req.path_params.at("container_name");
-  if (!docker::is_valid_image_reference(env_image_reference(name))) {
+  bool valid = false;
+  try {
+    valid = docker::is_valid_image_reference(env_image_reference(name));
+  } catch (const SpecError&) {
+  }
+  if (!valid) {
     api::Validation v;
     v.add(json::array({"path", "container_name"}), "value_error",
           "Value error, not a valid environment name", name);

@@ -330,3 +330,30 @@ def test_unlabelled_legacy_container_left_alone(host, make_runner):
     assert docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip() == "true"
     assert f"Leaving unlabelled/foreign container {name} alone" in runner.output()
     assert host.updates_for(tid) == []
+
+
+def test_undelivered_report_survives_runner_restart(host, make_runner):
+    runner = make_runner(host, HEARTBEAT_INTERVAL_SECONDS=1)
+    runner.wait_listening()
+    host.wait_for("register")
+    tid = new_task_id()
+    submit(runner, tid, "true")
+    host.wait_for("update", pred=lambda r: r.json()["task_id"] == tid and r.json()["status"] == "running")
+    port = host.port
+    host.stop()  # the final report cannot be delivered now
+    wait_until(lambda: not container_exists(f"kohakuriver-task-{tid}"), timeout=30, what="task end + cleanup")
+    t0 = time.monotonic()
+    runner.send_signal(signal.SIGTERM)
+    assert runner.proc.wait(15) == 0
+    assert time.monotonic() - t0 < 8  # D7: at most ~5 s trying to flush
+    assert "not yet delivered" in runner.output()
+    back = FixtureHost(port).start()
+    try:
+        restarted = make_runner(back, HEARTBEAT_INTERVAL_SECONDS=1, RUNNER_PORT=runner.port, HOST_PORT=port)
+        restarted.wait_listening()
+        final = final_report(back, tid, timeout=60)
+        assert final["status"] == "completed" and final["exit_code"] == 0
+        time.sleep(1)
+        assert [u["status"] for u in back.updates_for(tid)].count("completed") == 1
+    finally:
+        back.stop()
