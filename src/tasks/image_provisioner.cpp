@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/blocking.hpp"
 #include "docker/docker_error.hpp"
 #include "tasks/container_spec.hpp"
 #include "tasks/image_source.hpp"
@@ -56,7 +57,10 @@ boost::asio::awaitable<SyncOutcome> ImageProvisioner::sync_locked(const std::str
   SyncOutcome out;
   const std::string image = env_image_reference(env_name);
   try {
-    auto tarball = newest_tarball(cfg_.tar_dir(), env_name);
+    // The tarball directory is usually on shared storage (NFS): list it off
+    // the I/O thread.
+    auto list_tarballs = [dir = cfg_.tar_dir(), env_name] { return newest_tarball(dir, env_name); };
+    auto tarball = co_await run_blocking(list_tarballs);
     auto local = co_await docker_.inspect_image(image);
     std::optional<int64_t> created;
     if (local && local->contains("Created") && (*local)["Created"].is_string())
