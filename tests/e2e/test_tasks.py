@@ -357,3 +357,17 @@ def test_undelivered_report_survives_runner_restart(host, make_runner):
         assert [u["status"] for u in back.updates_for(tid)].count("completed") == 1
     finally:
         back.stop()
+
+
+def test_gpu_request_reaches_docker(host, task_runner):
+    """The GPU device request is really sent: on this GPU-less node Docker
+    refuses it, reported like upstream's `docker run` (exit 125 + stderr)."""
+    if "nvidia" in docker("info", "--format", "{{json .Runtimes}}").stdout:
+        import pytest
+        pytest.skip("node has the NVIDIA runtime; the refusal path cannot be shown here")
+    tid = new_task_id()
+    submit(task_runner, tid, "true", required_gpus=[0, 1])
+    final = final_report(host, tid)
+    assert final["status"] == "failed" and final["exit_code"] == 125, final
+    assert final["message"].startswith("Container exited with code 125. Docker stderr: docker: Error response from daemon:")
+    assert "gpu" in final["message"]
