@@ -127,6 +127,30 @@ int run_runner(cli::RunnerLaunch& launch) {
   task_manager.add_routes(router);
 
   api::HttpServer server(io, router);
+  // Installed before listening and before READY=1, so a SIGTERM that
+  // arrives during start-up is handled (not the default "terminate").
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    spdlog::info("Received signal {}; shutting down (containers keep running)", sig);
+    notify_systemd("STOPPING=1");
+    server.stop();
+    link.stop();
+    task_manager.stop();
+    docker.cancel_all();
+    reporter.stop();
+    // D7: give pending status reports a last chance (at most 5 s).
+    // (A completion handler, not a coroutine lambda: a coroutine lambda's
+    // captures die with the lambda object before the coroutine ends.)
+    asio::co_spawn(io, outbox.flush(std::chrono::seconds(5)), [&](std::exception_ptr, bool empty) {
+      if (!empty)
+        spdlog::warn("{} status report(s) not yet delivered; they are kept and sent after the next start",
+                     outbox.pending());
+      outbox.stop();
+      io.stop();
+    });
+  });
+
   try {
     server.listen(cfg.runner_bind_ip, static_cast<uint16_t>(cfg.runner_port));
   } catch (const std::exception& e) {
@@ -140,26 +164,6 @@ int run_runner(cli::RunnerLaunch& launch) {
   task_manager.start();
   link.start();
   notify_systemd("READY=1");
-
-  asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
-    if (ec) return;
-    spdlog::info("Received signal {}; shutting down (containers keep running)", sig);
-    notify_systemd("STOPPING=1");
-    server.stop();
-    link.stop();
-    task_manager.stop();
-    docker.cancel_all();
-    reporter.stop();
-    // D7: give pending status reports a last chance (at most 5 s).
-    asio::co_spawn(io, [&]() -> asio::awaitable<void> {
-      if (!co_await outbox.flush(std::chrono::seconds(5)))
-        spdlog::warn("{} status report(s) not yet delivered; they are kept and sent after the next start",
-                     outbox.pending());
-      outbox.stop();
-      io.stop();
-    }, asio::detached);
-  });
 
   io.run();
   spdlog::info("Runner stopped");
