@@ -36,17 +36,6 @@
 
 namespace kr::docker {
 
-const char* method_name(Method m) {
-  switch (m) {
-    case Method::Get: return "GET";
-    case Method::Head: return "HEAD";
-    case Method::Post: return "POST";
-    case Method::Put: return "PUT";
-    case Method::Delete: return "DELETE";
-  }
-  return "GET";
-}
-
 namespace detail {
 namespace {
 

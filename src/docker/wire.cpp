@@ -1,5 +1,7 @@
 #include "docker/wire.hpp"
 
+#include "docker/docker_client.hpp"
+
 #include <charconv>
 #include <stdexcept>
 
@@ -127,3 +129,18 @@ std::string error_message_from_body(std::string_view body, int status) {
 }
 
 }  // namespace kr::docker::wire
+
+namespace kr::docker {
+
+const char* method_name(Method m) {
+  switch (m) {
+    case Method::Get: return "GET";
+    case Method::Head: return "HEAD";
+    case Method::Post: return "POST";
+    case Method::Put: return "PUT";
+    case Method::Delete: return "DELETE";
+  }
+  return "GET";
+}
+
+}  // namespace kr::docker
