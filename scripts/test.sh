@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh --test
 scripts/ensure-dockerd.sh
 scripts/build.sh
-if [ -x tests/images/build-test-images.sh ]; then tests/images/build-test-images.sh; fi
+tests/images/build-test-images.sh
+tests/images/build-debian-image.sh
 
 unit_rc=0
 ctest --test-dir build --output-on-failure -j "$(nproc)" || unit_rc=$?
