@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 from fixture_host import FixtureHost  # noqa: E402
 
-IMAGE = "kr-test/busybox:latest"
+IMAGE = "kr-test/busybox:test"
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):

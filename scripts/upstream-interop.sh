@@ -7,7 +7,7 @@
 # Installs upstream into a throw-away venv, starts its host on 127.0.0.1:18800
 # and this runner against it, then drives the host's own API: a registry-image
 # task (container_name null), pause/resume/kill of a running task, and an
-# environment task without tarball. Needs dockerd and kr-test/busybox:latest
+# environment task without tarball. Needs dockerd and kr-test/busybox:test
 # (tests/images/build-test-images.sh).
 set -euo pipefail
 SRC=${1:?path to an upstream KohakuRiver source tree}
@@ -47,8 +47,8 @@ done
 status() { curl -s "localhost:18800/api/status/$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["status"], d["exit_code"], d["error_message"])'; }
 submit() { curl -s -X POST localhost:18800/api/submit -H 'content-type: application/json' -d "$1" |
            python3 -c 'import json,sys; print(json.load(sys.stdin)["task_ids"][0])'; }
-T1=$(submit '{"command":"echo","arguments":["hello"],"registry_image":"kr-test/busybox:latest","targets":["'"$NODE"'"]}')
-T2=$(submit '{"command":"sleep","arguments":["300"],"registry_image":"kr-test/busybox:latest","targets":["'"$NODE"'"]}')
+T1=$(submit '{"command":"echo","arguments":["hello"],"registry_image":"kr-test/busybox:test","targets":["'"$NODE"'"]}')
+T2=$(submit '{"command":"sleep","arguments":["300"],"registry_image":"kr-test/busybox:test","targets":["'"$NODE"'"]}')
 T3=$(submit '{"command":"echo","arguments":["x"],"targets":["'"$NODE"'"]}')
 sleep 6
 echo "registry task:  $(status "$T1") / stdout: $(cat "$W/share/logs/$T1/stdout.log")"

@@ -8,7 +8,7 @@ import time
 import urllib.error
 import urllib.request
 
-IMAGE = "kr-test/busybox:latest"
+IMAGE = "kr-test/busybox:test"
 
 
 def new_task_id() -> int:

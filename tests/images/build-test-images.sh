@@ -3,7 +3,7 @@
 # by `docker import` of a busybox-static rootfs. Test scripts may use the
 # docker CLI; the runner itself never does (Engine API only).
 set -euo pipefail
-IMAGE=${KR_TEST_IMAGE:-kr-test/busybox:latest}
+IMAGE=${KR_TEST_IMAGE:-kr-test/busybox:test}
 if docker image inspect "$IMAGE" >/dev/null 2>&1; then exit 0; fi
 BUSYBOX=$(command -v busybox || true)
 [ -n "$BUSYBOX" ] || { echo "busybox-static is not installed" >&2; exit 1; }
