@@ -4,8 +4,13 @@
 
 namespace kr::api {
 
-void Router::add(std::string method, std::string pattern, RouteHandler handler) {
-  routes_.push_back(Route{std::move(method), split(pattern), std::move(handler)});
+void Router::add(std::string method, std::string pattern, RouteHandler handler, std::uint64_t body_limit) {
+  routes_.push_back(Route{std::move(method), split(pattern), std::move(handler), body_limit});
+}
+
+std::uint64_t Router::body_limit(const std::string& method, const std::string& path) const {
+  Match m = match(method, path);
+  return m.kind == Match::Kind::Found ? m.body_limit : limits::kDefaultBody;
 }
 
 std::vector<std::string> Router::split(const std::string& path) {
@@ -46,6 +51,7 @@ Router::Match Router::match(const std::string& method, const std::string& path) 
     if (r.method == method) {
       m.kind = Match::Kind::Found;
       m.handler = &r.handler;
+      m.body_limit = r.body_limit;
       m.params = std::move(params);
       return m;
     }

@@ -9,6 +9,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include "api/http_types.hpp"
+#include "api/limits.hpp"
 
 namespace kr::api {
 
@@ -17,11 +18,19 @@ using RouteHandler = std::function<boost::asio::awaitable<HttpResponse>(HttpRequ
 class Router {
  public:
   // `pattern` segments like "{task_id}" capture one path segment.
-  void add(std::string method, std::string pattern, RouteHandler handler);
+  // `body_limit`: the largest request body this route reads (413 beyond);
+  // the filesystem API passes limits::kFilesystemBody.
+  void add(std::string method, std::string pattern, RouteHandler handler,
+           std::uint64_t body_limit = limits::kDefaultBody);
+
+  // Body limit for a request, known from its header alone: the matched
+  // route's, else limits::kDefaultBody (404/405/307 answers).
+  std::uint64_t body_limit(const std::string& method, const std::string& path) const;
 
   struct Match {
     enum class Kind { Found, NotFound, MethodNotAllowed, RedirectSlash } kind = Kind::NotFound;
     const RouteHandler* handler = nullptr;
+    std::uint64_t body_limit = limits::kDefaultBody;
     std::map<std::string, std::string> params;
     std::string allow;          // for 405
     std::string redirect_path;  // for 307
@@ -36,6 +45,7 @@ class Router {
     std::string method;
     std::vector<std::string> segments;
     RouteHandler handler;
+    std::uint64_t body_limit = limits::kDefaultBody;
   };
   static std::vector<std::string> split(const std::string& path);
   static bool match_segments(const Route& r, const std::vector<std::string>& segs,

@@ -5,6 +5,9 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
+#include <vector>
+
+#include "api/limits.hpp"
 
 namespace kr::api {
 namespace {
@@ -143,8 +146,96 @@ std::optional<bool> lax_bool(const json& v, FieldError& err) {
   return std::nullopt;
 }
 
+namespace {
+
+// Serialised size of `v`, counted only up to `cap` (returns > cap early).
+// Iterative: the value may be as deep as the parser allowed.
+std::size_t bounded_size(const json& v, std::size_t cap) {
+  std::size_t total = 0;
+  std::vector<const json*> todo{&v};
+  while (!todo.empty() && total <= cap) {
+    const json* j = todo.back();
+    todo.pop_back();
+    switch (j->type()) {
+      case json::value_t::string:
+        total += j->get_ref<const std::string&>().size() + 2;
+        break;
+      case json::value_t::array:
+        total += 2 + j->size();
+        for (const auto& e : *j) todo.push_back(&e);
+        break;
+      case json::value_t::object:
+        total += 2 + j->size();
+        for (auto it = j->begin(); it != j->end(); ++it) {
+          total += it.key().size() + 3;
+          todo.push_back(&*it);
+        }
+        break;
+      default:
+        total += 24;  // numbers, booleans, null: small
+    }
+  }
+  return total;
+}
+
+// Longest prefix of `s` of at most `n` bytes that does not split a UTF-8
+// sequence.
+std::string_view utf8_prefix(std::string_view s, std::size_t n) {
+  if (s.size() <= n) return s;
+  std::size_t cut = n;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;
+  return s.substr(0, cut);
+}
+
+}  // namespace
+
+json echoed_input(const json& input, std::size_t max_bytes) {
+  if (bounded_size(input, max_bytes) <= max_bytes) return input;
+  if (input.is_string()) {
+    const auto& s = input.get_ref<const std::string&>();
+    return std::string(utf8_prefix(s, max_bytes)) + "... (" + std::to_string(s.size()) + " bytes, cut)";
+  }
+  const char* kind = input.is_array() ? "array" : "object";
+  return "(" + std::string(kind) + " of " + std::to_string(input.size()) + " items, larger than " +
+         std::to_string(max_bytes) + " bytes, not echoed)";
+}
+
+std::optional<std::size_t> json_too_deep(std::string_view text, std::size_t max_depth) {
+  std::size_t depth = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;  // the escaped character cannot end the string
+      else if (c == '"')
+        in_string = false;
+      continue;
+    }
+    switch (c) {
+      case '"':
+        in_string = true;
+        break;
+      case '[':
+      case '{':
+        if (++depth > max_depth) return i;
+        break;
+      case ']':
+      case '}':
+        if (depth > 0) --depth;
+        break;
+      default:
+        break;
+    }
+  }
+  return std::nullopt;
+}
+
 void Validation::add(json loc, const FieldError& e, const json& input) {
-  json item{{"type", e.type}, {"loc", std::move(loc)}, {"msg", e.msg}, {"input", input}};
+  failed_ = true;
+  if (items_.size() >= limits::kMaxValidationItems) return;
+  json item{{"type", e.type}, {"loc", std::move(loc)}, {"msg", e.msg},
+            {"input", echoed_input(input, limits::kMaxEchoedInputBytes)}};
   if (e.ctx) item["ctx"] = *e.ctx;
   items_.push_back(std::move(item));
 }
@@ -156,6 +247,12 @@ void Validation::add(json loc, std::string type, std::string msg, const json& in
 std::optional<json> parse_body_object(std::string_view body, Validation& v) {
   if (trim(body).empty()) {
     v.add(json::array({"body"}), "missing", "Field required", nullptr);
+    return std::nullopt;
+  }
+  if (auto at = json_too_deep(body, limits::kMaxJsonDepth)) {
+    FieldError err{"json_invalid", "JSON decode error",
+                   json{{"error", "nesting deeper than " + std::to_string(limits::kMaxJsonDepth) + " levels"}}};
+    v.add(json::array({"body", *at}), err, json::object());
     return std::nullopt;
   }
   json parsed;

@@ -29,21 +29,36 @@ std::optional<int64_t> lax_int_text(std::string_view s, FieldError& err);
 std::optional<bool> lax_bool(const json& v, FieldError& err);
 std::optional<bool> lax_bool_text(std::string_view s, FieldError& err);
 
-// Collects errors for one request and renders the 422 body.
+// Collects errors for one request and renders the 422 body. Bounded: each
+// item's `input` is echoed up to limits::kMaxEchoedInputBytes (a longer
+// string is cut, a larger array/object is described instead), and at most
+// limits::kMaxValidationItems items are kept.
 class Validation {
  public:
   void add(json loc, const FieldError& e, const json& input);
   void add(json loc, std::string type, std::string msg, const json& input);
-  bool ok() const { return items_.empty(); }
+  bool ok() const { return !failed_; }
   json body() const { return json{{"detail", items_}}; }
 
  private:
   json items_ = json::array();
+  bool failed_ = false;
 };
+
+// What a 422 item echoes of `input`: the value itself when it serialises to
+// at most `max_bytes`, else a cut string or a short description.
+json echoed_input(const json& input, std::size_t max_bytes);
+
+// Offset of the first '[' or '{' that opens a level deeper than `max_depth`
+// in JSON text (strings skipped), or nullopt. Linear, no recursion: run
+// before parsing so deep input never reaches recursive code.
+std::optional<std::size_t> json_too_deep(std::string_view text, std::size_t max_depth);
 
 // Parses a JSON request body the way FastAPI does for a single pydantic model:
 // empty body → missing ["body"]; malformed → json_invalid with char offset;
-// non-object → model_attributes_type. Returns nullopt (and fills `v`) on error.
+// non-object → model_attributes_type; nesting deeper than
+// limits::kMaxJsonDepth → json_invalid at the offending offset.
+// Returns nullopt (and fills `v`) on error.
 std::optional<json> parse_body_object(std::string_view body, Validation& v);
 
 // Typed field readers for a body object. `Req` = required, otherwise the

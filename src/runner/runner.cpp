@@ -126,7 +126,9 @@ int run_runner(cli::RunnerLaunch& launch) {
   });
   task_manager.add_routes(router);
 
-  api::HttpServer server(io, router);
+  api::HttpServerOptions server_opts;
+  server_opts.privileged_sources = {cfg.host_address};  // the host keeps reserved connections
+  api::HttpServer server(io, router, server_opts);
   // Installed before listening and before READY=1, so a SIGTERM that
   // arrives during start-up is handled (not the default "terminate").
   asio::signal_set signals(io, SIGINT, SIGTERM);

@@ -47,10 +47,29 @@ boost::asio::awaitable<SyncOutcome> ImageProvisioner::ensure_registry_image(std:
 }
 
 boost::asio::awaitable<SyncOutcome> ImageProvisioner::sync_environment(std::string env_name) {
-  auto guard = co_await lock_for(env_name).lock();
-  // Decided after taking the lock, so a second waiter normally finds the
-  // image already up to date.
-  co_return co_await sync_locked(env_name);
+  SyncOutcome out;
+  // The name comes from a request: validated before it keys the lock map,
+  // and the entry goes when nobody holds or waits for it (issue 6: no map
+  // grows from request-provided names).
+  try {
+    env_image_reference(env_name);
+  } catch (const SpecError& e) {
+    out.error = e.what();
+  }
+  if (!out.error.empty()) co_return out;
+  {
+    auto guard = co_await lock_for(env_name).lock();
+    // Decided after taking the lock, so a second waiter normally finds the
+    // image already up to date.
+    out = co_await sync_locked(env_name);
+  }
+  forget_lock_if_idle(env_name);
+  co_return out;
+}
+
+void ImageProvisioner::forget_lock_if_idle(const std::string& env_name) {
+  auto it = locks_.find(env_name);
+  if (it != locks_.end() && !it->second->locked()) locks_.erase(it);
 }
 
 boost::asio::awaitable<SyncOutcome> ImageProvisioner::sync_locked(const std::string& env_name) {

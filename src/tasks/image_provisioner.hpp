@@ -37,12 +37,17 @@ class ImageProvisioner {
   // Environment image kohakuriver/<env>:base, synced from the tarball dir.
   boost::asio::awaitable<SyncOutcome> sync_environment(std::string env_name);
 
+  // Per-environment locks currently kept (held or waited for).
+  std::size_t lock_count() const { return locks_.size(); }
+
  private:
   boost::asio::awaitable<SyncOutcome> sync_locked(const std::string& env_name);
   AsyncMutex& lock_for(const std::string& env_name);
+  void forget_lock_if_idle(const std::string& env_name);
 
   docker::DockerClient& docker_;
   const config::RunnerConfig& cfg_;
+  // Only names in use: entries are removed when idle.
   std::map<std::string, std::unique_ptr<AsyncMutex>> locks_;
 };
 

@@ -17,10 +17,11 @@ using api::HttpResponse;
 using docker::DockerError;
 
 void TaskManager::add_routes(api::Router& r) {
-  r.add("POST", "/api/execute", [this](HttpRequest& q) { return execute(q); });
-  r.add("POST", "/api/kill", [this](HttpRequest& q) { return control(q, "kill"); });
-  r.add("POST", "/api/pause", [this](HttpRequest& q) { return control(q, "pause"); });
-  r.add("POST", "/api/resume", [this](HttpRequest& q) { return control(q, "resume"); });
+  namespace lim = api::limits;
+  r.add("POST", "/api/execute", [this](HttpRequest& q) { return execute(q); }, lim::kCreateBody);
+  r.add("POST", "/api/kill", [this](HttpRequest& q) { return control(q, "kill"); }, lim::kControlBody);
+  r.add("POST", "/api/pause", [this](HttpRequest& q) { return control(q, "pause"); }, lim::kControlBody);
+  r.add("POST", "/api/resume", [this](HttpRequest& q) { return control(q, "resume"); }, lim::kControlBody);
   r.add("GET", "/api/docker/images", [this](HttpRequest& q) { return list_images(q); });
   r.add("POST", "/api/docker/sync/{container_name}", [this](HttpRequest& q) { return sync_image(q); });
 }

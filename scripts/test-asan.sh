@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The sanitizer leg of the suite (scripts/test.sh runs it after the main
+# tests): one clang build in ./build-asan with ASan+UBSan everywhere and the
+# libFuzzer targets, then
+#   1. the unit tests,
+#   2. each fuzz target on its seed corpus (tests/fuzz/corpus/<target>) and
+#      then fuzzing for FUZZ_SECONDS (default 20),
+#   3. the end-to-end tests of the request, kill and outbox paths against the
+#      sanitized runner binary.
+# Any sanitizer report fails it. Extra arguments go to pytest.
+# Longer fuzzing by hand: FUZZ_SECONDS=600 scripts/test-asan.sh --fuzz-only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${ASAN_BUILD_DIR:-build-asan}
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+FUZZ_TARGETS=(http_request runner_config task_request)
+fuzz_only=0
+if [ "${1:-}" = "--fuzz-only" ]; then fuzz_only=1; shift; fi
+
+if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+  CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=None \
+    -DCMAKE_CXX_FLAGS="-O1 -gline-tables-only" -DKR_SANITIZE=ON -DKR_FUZZ=ON
+fi
+start=$(date +%s)
+cmake --build "$BUILD_DIR" -j "${JOBS:-$(nproc)}"
+echo "test-asan: build took $(( $(date +%s) - start )) s"
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:strict_string_checks=1:check_initialization_order=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+rc=0
+if [ "$fuzz_only" -eq 0 ]; then
+  ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" || { echo "test-asan: unit tests FAILED" >&2; rc=1; }
+fi
+
+for t in "${FUZZ_TARGETS[@]}"; do
+  work=$(mktemp -d)
+  log="$BUILD_DIR/fuzz_$t.log"
+  # New inputs go to a scratch directory; the checked-in seeds stay as they are.
+  if "$BUILD_DIR/fuzz_$t" -max_total_time="$FUZZ_SECONDS" -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
+       -print_final_stats=1 -artifact_prefix="$BUILD_DIR/fuzz_$t-" "$work" "tests/fuzz/corpus/$t" >"$log" 2>&1; then
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+    speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
+    corpus=$(grep -E '^#[0-9]+ *(DONE|INITED)' "$log" | tail -1 | sed -n 's/.*corp: \([^ ]*\).*/\1/p')
+    echo "test-asan: fuzz_$t: ${FUZZ_SECONDS} s, $execs runs, $speed exec/s, corpus $corpus (units/size)"
+  else
+    echo "test-asan: fuzz_$t FAILED (log: $log, crash input: $BUILD_DIR/fuzz_$t-*)" >&2
+    tail -40 "$log" >&2
+    rc=1
+  fi
+  rm -rf "$work"
+done
+
+if [ "$fuzz_only" -eq 0 ]; then
+  export KR_BINARY="$PWD/$BUILD_DIR/kohakuriver"
+  python3 -m pytest -q -p no:cacheprovider tests/e2e/test_robustness.py tests/e2e/test_request_limits.py "$@" \
+    || { echo "test-asan: end-to-end request tests FAILED" >&2; rc=1; }
+  # Kill and outbox (report delivery) paths of the task tests.
+  python3 -m pytest -q -p no:cacheprovider tests/e2e/test_tasks.py \
+    -k "kill or report or host_down or undelivered or outbox" "$@" \
+    || { echo "test-asan: end-to-end kill/outbox tests FAILED" >&2; rc=1; }
+fi
+exit "$rc"
