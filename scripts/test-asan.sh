@@ -8,7 +8,9 @@
 #   3. the end-to-end tests of the request, kill and outbox paths against the
 #      sanitized runner binary.
 # Any sanitizer report fails it. Extra arguments go to pytest.
-# Longer fuzzing by hand: FUZZ_SECONDS=600 scripts/test-asan.sh --fuzz-only
+# --fuzz-only: build and run only the fuzz targets (they link the small
+# kr_parsers library, not the whole runner). Longer fuzzing by hand:
+#   FUZZ_SECONDS=600 scripts/test-asan.sh --fuzz-only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${ASAN_BUILD_DIR:-build-asan}
@@ -22,7 +24,11 @@ if [ ! -f "$BUILD_DIR/build.ninja" ]; then
     -DCMAKE_CXX_FLAGS="-O1 -gline-tables-only" -DKR_SANITIZE=ON -DKR_FUZZ=ON
 fi
 start=$(date +%s)
-cmake --build "$BUILD_DIR" -j "${JOBS:-$(nproc)}"
+if [ "$fuzz_only" -eq 1 ]; then
+  cmake --build "$BUILD_DIR" -j "${JOBS:-$(nproc)}" --target "${FUZZ_TARGETS[@]/#/fuzz_}"
+else
+  cmake --build "$BUILD_DIR" -j "${JOBS:-$(nproc)}"
+fi
 echo "test-asan: build took $(( $(date +%s) - start )) s"
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:strict_string_checks=1:check_initialization_order=1}
