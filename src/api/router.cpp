@@ -13,6 +13,21 @@ std::uint64_t Router::body_limit(const std::string& method, const std::string& p
   return m.kind == Match::Kind::Found ? m.body_limit : limits::kDefaultBody;
 }
 
+void Router::add_websocket(std::string pattern, WsHandler handler, WsOptions options) {
+  ws_routes_.push_back(WsEntry{split(pattern), WsRoute{std::move(handler), std::move(options)}});
+}
+
+const WsRoute* Router::match_websocket(const std::string& path, std::map<std::string, std::string>& params) const {
+  auto segs = split(path);
+  for (const auto& e : ws_routes_) {
+    Route probe{"", e.segments, {}};
+    params.clear();
+    if (match_segments(probe, segs, &params)) return &e.route;
+  }
+  params.clear();
+  return nullptr;
+}
+
 std::vector<std::string> Router::split(const std::string& path) {
   std::vector<std::string> out;
   size_t i = 0;
