@@ -45,9 +45,9 @@ for t in "${FUZZ_TARGETS[@]}"; do
   # New inputs go to a scratch directory; the checked-in seeds stay as they are.
   if "$BUILD_DIR/fuzz_$t" -max_total_time="$FUZZ_SECONDS" -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
        -print_final_stats=1 -artifact_prefix="$BUILD_DIR/fuzz_$t-" "$work" "tests/fuzz/corpus/$t" >"$log" 2>&1; then
-    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
-    speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
-    corpus=$(grep -E '^#[0-9]+ *(DONE|INITED)' "$log" | tail -1 | sed -n 's/.*corp: \([^ ]*\).*/\1/p')
+    execs=$(sed -n 's/^stat::number_of_executed_units:[[:space:]]*//p' "$log")
+    speed=$(sed -n 's/^stat::average_exec_per_sec:[[:space:]]*//p' "$log")
+    corpus=$( (grep -E '^#[0-9]+[[:space:]]+(DONE|INITED)' "$log" || true) | tail -1 | sed -n 's/.*corp: \([^ ]*\).*/\1/p')
     echo "test-asan: fuzz_$t: ${FUZZ_SECONDS} s, $execs runs, $speed exec/s, corpus $corpus (units/size)"
   else
     echo "test-asan: fuzz_$t FAILED (log: $log, crash input: $BUILD_DIR/fuzz_$t-*)" >&2

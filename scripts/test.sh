@@ -2,7 +2,7 @@
 # The whole test suite: installs what the tests need (Debian packages,
 # dockerd), builds, builds the local test images, then runs the unit tests
 # (GoogleTest via ctest) and the end-to-end tests (pytest, real binary,
-# real Docker Engine).
+# real Docker Engine), then the sanitizer and fuzzing leg (test-asan.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh --test
@@ -15,6 +15,17 @@ unit_rc=0
 ctest --test-dir build --output-on-failure -j "$(nproc)" || unit_rc=$?
 e2e_rc=0
 python3 -m pytest -q -p no:cacheprovider tests/e2e "$@" || e2e_rc=$?
+# ASan+UBSan build (clang, ./build-asan): the fuzz targets, each for a short
+# fixed time. KR_ASAN_FULL=1 also builds the whole runner there and runs the
+# unit tests and the request/kill/outbox end-to-end tests under ASan (not
+# yet the default: see docs/fuzzing.md).
+asan_rc=0
+if [ "${KR_ASAN_FULL:-0}" = 1 ]; then
+  scripts/test-asan.sh || asan_rc=$?
+else
+  scripts/test-asan.sh --fuzz-only || asan_rc=$?
+fi
+[ "$asan_rc" -eq 0 ] || echo "sanitizer/fuzz tests FAILED (scripts/test-asan.sh exit code $asan_rc)" >&2
 # pytest's summary stays the last line; ctest's result is in the exit code.
 [ "$unit_rc" -eq 0 ] || echo "unit tests FAILED (ctest exit code $unit_rc)" >&2
-[ "$unit_rc" -eq 0 ] && [ "$e2e_rc" -eq 0 ]
+[ "$unit_rc" -eq 0 ] && [ "$e2e_rc" -eq 0 ] && [ "$asan_rc" -eq 0 ]
