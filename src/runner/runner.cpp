@@ -15,6 +15,7 @@
 #include "api/router.hpp"
 #include "docker/docker_client.hpp"
 #include "host_link/host_link.hpp"
+#include "overlay/overlay_manager.hpp"
 #include "runner/node_reporter.hpp"
 #include "runner/sd_notify.hpp"
 #include "runner/tunnel_lookup.hpp"
@@ -108,21 +109,26 @@ int run_runner(cli::RunnerLaunch& launch) {
     co_return res.status;
   });
 
+  overlay::OverlayManager overlay(io.get_executor(), cfg, docker, [&link] { return link.runner_url(); });
+  link.set_on_registered([&overlay](const json& reply, bool) { overlay.on_registration(reply); });
+
   std::map<int64_t, std::vector<int>> numa_cpus;
   if (const auto& topo = reporter.numa_topology())
     for (const auto& node : *topo) numa_cpus[node.id] = node.cores;
   tasks::TaskManager task_manager(
       io.get_executor(),
-      tasks::TaskManagerDeps{cfg, docker, *state, outbox, link.hostname(), numa_cpus, find_tunnel_client(cfg)});
+      tasks::TaskManagerDeps{cfg, docker, *state, outbox, link.hostname(), numa_cpus, find_tunnel_client(cfg), &overlay});
   running_tasks = [&] { return task_manager.running_task_ids(); };
 
   api::Router router;
   router.add("GET", "/healthz", [&](api::HttpRequest&) -> asio::awaitable<api::HttpResponse> {
-    co_return api::HttpResponse::json(200, json{{"status", "ok"},
-                                                {"registered", link.registered()},
-                                                {"version", KR_VERSION},
-                                                {"tasks", task_manager.running_task_ids().size()},
-                                                {"reports_pending", outbox.pending()}});
+    json body{{"status", "ok"},
+              {"registered", link.registered()},
+              {"version", KR_VERSION},
+              {"tasks", task_manager.running_task_ids().size()},
+              {"reports_pending", outbox.pending()}};
+    body["overlay"] = overlay.status();
+    co_return api::HttpResponse::json(200, body);
   });
   task_manager.add_routes(router);
 
@@ -137,6 +143,7 @@ int run_runner(cli::RunnerLaunch& launch) {
     server.stop();
     link.stop();
     task_manager.stop();
+    overlay.stop();
     docker.cancel_all();
     reporter.stop();
     // D7: give pending status reports a last chance (at most 5 s).

@@ -244,8 +244,17 @@ asio::awaitable<std::optional<json>> TaskManager::prepare_and_start(TaskPtr task
 
   TaskContainerContext ctx;
   ctx.hostname = deps_.hostname;
-  ctx.network = co_await ensure_network();
-  ctx.container_gateway = deps_.cfg.docker_network_gateway;
+  // The overlay network when it is up; throws (failing the task with the
+  // reason) when a reserved_ip cannot be honoured (decision O12).
+  overlay::ContainerNetwork net;
+  if (deps_.overlay) net = co_await deps_.overlay->container_network(rq.reserved_ip);
+  if (net.overlay) {
+    ctx.network = net.name;
+    ctx.container_gateway = net.gateway;
+  } else {
+    ctx.network = co_await ensure_network();
+    ctx.container_gateway = deps_.cfg.docker_network_gateway;
+  }
   ctx.tunnel_client_path = deps_.tunnel_client_path;
   ctx.numa_cpus = deps_.numa_cpus;
   std::vector<std::string> warnings;

@@ -18,6 +18,7 @@
 #include "api/router.hpp"
 #include "config/config.hpp"
 #include "docker/docker_client.hpp"
+#include "overlay/overlay_manager.hpp"
 #include "service/stop_signal.hpp"
 #include "store/outbox.hpp"
 #include "store/state_store.hpp"
@@ -35,6 +36,7 @@ struct TaskManagerDeps {
   std::string hostname;
   std::map<int64_t, std::vector<int>> numa_cpus;  // NUMA node → CPUs (sysfs)
   std::optional<std::string> tunnel_client_path;
+  overlay::OverlayManager* overlay = nullptr;  // null: always DOCKER_NETWORK_NAME
 };
 
 class TaskManager {
