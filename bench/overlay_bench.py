@@ -72,6 +72,11 @@ def throughput(sender_netns_path, receiver_ns, addr, seconds, port=5201):
     return float(out) * 8 / 1e9  # Gbit/s
 
 
+def start(runner):
+    runner.start()
+    runner.wait_listening()
+
+
 def wait_ready(runner, pred=None, timeout=60):
     last = {}
 
@@ -102,16 +107,16 @@ def main():
         subprocess.run(cleanup, capture_output=True)
         cold, warm = [], []
         for _ in range(args.restarts):
-            runner.start()
+            start(runner)
             cold.append(wait_ready(runner)["last_apply_ms"])
             runner.stop()
-            runner.start()
+            start(runner)
             st = wait_ready(runner)
             assert st["last_changes"] == [], st
             warm.append(st["last_apply_ms"])
             runner.stop()
             subprocess.run(cleanup, capture_output=True, check=True)
-        runner.start()
+        start(runner)
         wait_ready(runner)
 
         tid = new_task_id()

@@ -15,6 +15,7 @@ using Clock = std::chrono::steady_clock;
 
 const char* to_string(OverlayManager::State s) {
   switch (s) {
+    case OverlayManager::State::Pending: return "pending";
     case OverlayManager::State::Disabled: return "disabled";
     case OverlayManager::State::Configuring: return "configuring";
     case OverlayManager::State::Ready: return "ready";
@@ -252,9 +253,14 @@ asio::awaitable<std::vector<std::string>> OverlayManager::ensure_docker_network(
 asio::awaitable<ContainerNetwork> OverlayManager::container_network(std::optional<std::string> reserved_ip,
                                                                     std::chrono::milliseconds wait) {
   const auto until = Clock::now() + wait;
-  while (state_ == State::Configuring && Clock::now() < until)
+  // Before the first registration reply (a task resumed at start-up) only a
+  // short wait: an unreachable host must not hold work back for long.
+  const auto pending_until = Clock::now() + std::min<std::chrono::milliseconds>(wait, std::chrono::seconds(10));
+  while (((state_ == State::Configuring && Clock::now() < until) ||
+          (state_ == State::Pending && Clock::now() < pending_until)))
     if (!co_await stop_.sleep_for(std::chrono::milliseconds(100))) break;
   std::string reason = state_ == State::Configuring ? "the overlay is still being configured"
+                       : state_ == State::Pending   ? "the runner is not registered with the host yet"
                        : state_ == State::Disabled  ? "the host sent no overlay allocation"
                                                     : error_;
   co_return choose_container_network(state_ == State::Ready ? applied_ : std::nullopt, cfg_.overlay_network_name,

@@ -26,7 +26,8 @@ namespace kr::overlay {
 
 class OverlayManager {
  public:
-  enum class State { Disabled, Configuring, Ready, Failed };
+  // Pending: no registration reply yet (resumed tasks wait for it).
+  enum class State { Pending, Disabled, Configuring, Ready, Failed };
   // The runner's registered url ("http://<ip>:<port>"); its IP is the VXLAN
   // local address (the address the host knows this node by).
   using RunnerUrl = std::function<boost::asio::awaitable<std::string>()>;
@@ -39,7 +40,8 @@ class OverlayManager {
   void stop();
 
   // Which network a task or VPS container joins (and the tunnel URL host).
-  // Waits while a configuration is in progress (at most `wait`). Throws
+  // Waits while a configuration is in progress (at most `wait`) or no
+  // registration reply has arrived yet (at most 10 s). Throws
   // NetworkUnavailable when reserved_ip cannot be honoured (O12).
   boost::asio::awaitable<ContainerNetwork> container_network(std::optional<std::string> reserved_ip,
                                                              std::chrono::milliseconds wait = std::chrono::seconds(60));
@@ -58,7 +60,7 @@ class OverlayManager {
   RunnerUrl runner_url_;
   StopSignal stop_;
 
-  State state_ = State::Disabled;
+  State state_ = State::Pending;
   std::optional<Allocation> applied_;  // set while Ready
   std::string error_;                  // why Failed
   std::optional<nlohmann::json> pending_;

@@ -54,6 +54,12 @@ class TaskManager {
   // re-attaches).
   void stop();
 
+  // The network a task or VPS container joins and its tunnel URL host: the
+  // VXLAN overlay when it is up, else DOCKER_NETWORK_NAME (created on first
+  // use). Throws overlay::NetworkUnavailable when reserved_ip cannot be
+  // honoured (decision O12).
+  boost::asio::awaitable<overlay::ContainerNetwork> container_network(std::optional<std::string> reserved_ip);
+
   // Route bodies (public for the route table in task_routes.cpp).
   boost::asio::awaitable<api::HttpResponse> execute(api::HttpRequest& req);
   boost::asio::awaitable<api::HttpResponse> control(api::HttpRequest& req, std::string action);
