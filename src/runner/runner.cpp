@@ -22,6 +22,7 @@
 #include "store/outbox.hpp"
 #include "store/state_store.hpp"
 #include "tasks/task_manager.hpp"
+#include "vps/vps_manager.hpp"
 
 namespace kr::runner {
 
@@ -118,7 +119,14 @@ int run_runner(cli::RunnerLaunch& launch) {
   tasks::TaskManager task_manager(
       io.get_executor(),
       tasks::TaskManagerDeps{cfg, docker, *state, outbox, link.hostname(), numa_cpus, find_tunnel_client(cfg), &overlay});
-  running_tasks = [&] { return task_manager.running_task_ids(); };
+  vps::VpsManager vps_manager(io.get_executor(), vps::VpsManagerDeps{cfg, docker, *state, outbox, task_manager,
+                                                                     link.hostname(), find_tunnel_client(cfg)});
+  running_tasks = [&] {
+    auto ids = task_manager.running_task_ids();
+    auto vps_ids = vps_manager.running_vps_ids();
+    ids.insert(ids.end(), vps_ids.begin(), vps_ids.end());
+    return ids;
+  };
 
   api::Router router;
   router.add("GET", "/healthz", [&](api::HttpRequest&) -> asio::awaitable<api::HttpResponse> {
@@ -130,6 +138,7 @@ int run_runner(cli::RunnerLaunch& launch) {
     body["overlay"] = overlay.status();
     co_return api::HttpResponse::json(200, body);
   });
+  vps_manager.add_routes(router);  // first: it wraps /api/kill|pause|resume for VPS ids
   task_manager.add_routes(router);
 
   api::HttpServer server(io, router);
@@ -143,6 +152,7 @@ int run_runner(cli::RunnerLaunch& launch) {
     server.stop();
     link.stop();
     task_manager.stop();
+    vps_manager.stop();
     overlay.stop();
     docker.cancel_all();
     reporter.stop();
@@ -169,6 +179,7 @@ int run_runner(cli::RunnerLaunch& launch) {
   reporter.start();
   outbox.start();
   task_manager.start();
+  vps_manager.start();
   link.start();
   notify_systemd("READY=1");
 
