@@ -175,6 +175,7 @@ class Scenario:
         self.hub = hub
         self.runner = RunnerProcess(tmp, hub, {"HOST_ADDRESS": RUNNER_PHYS}, [], None)
         self.task_ids = []
+        self.vps_names = []
 
     def start(self):
         self.runner.proc = None
@@ -215,7 +216,7 @@ class Scenario:
         return tid, name
 
     def remove_tasks(self):
-        names = [f"kohakuriver-task-{t}" for t in self.task_ids]
+        names = [f"kohakuriver-task-{t}" for t in self.task_ids] + self.vps_names
         if names:
             docker("rm", "-f", *names, check=False)
 
@@ -375,6 +376,19 @@ def test_changed_allocation_is_rebuilt_after_404_reregistration(scenario):  # O1
     assert ns("kro-c2", "ping", "-c", "2", "-W", "2", "10.128.192.77", check=False).returncode == 0
 
 
+def test_vps_joins_the_overlay_with_its_reserved_ip(scenario):
+    from vpsutil import create, vps_body
+    scenario.wait_overlay(pred=lambda s: s.get("allocation", {}).get("runner_id") == 3)
+    tid = new_task_id()
+    name = f"kohakuriver-vps-{tid}"
+    scenario.vps_names.append(name)
+    create(scenario.runner, vps_body(tid, "none", reserved_ip="10.128.192.90"))
+    assert container_ip(name) == "10.128.192.90"
+    env = docker("inspect", "-f", "{{json .Config.Env}}", name).stdout
+    assert f"KOHAKURIVER_TUNNEL_URL=ws://10.128.192.1:{scenario.runner.port}" in env, env
+    assert ns("kro-c2", "ping", "-c", "2", "-W", "2", "10.128.192.90", check=False).returncode == 0
+
+
 def test_overlay_down_fails_tasks_that_need_it(scenario):  # O9, O12
     hub = scenario.hub
     hub.overlay = allocation(3, host_physical_ip="127.0.0.1")
@@ -388,6 +402,12 @@ def test_overlay_down_fails_tasks_that_need_it(scenario):  # O9, O12
     assert rep["status"] == "failed"
     assert "reserved_ip 10.128.192.80 needs the VXLAN overlay network" in rep["message"], rep
     assert "HOST_REACHABLE_ADDRESS" in rep["message"], rep
+    from vpsutil import vps_body
+    vid = new_task_id()
+    scenario.vps_names.append(f"kohakuriver-vps-{vid}")
+    status, body = http("POST", scenario.runner.url("/api/vps/create"),
+                        vps_body(vid, "none", reserved_ip="10.128.192.91"), timeout=120)
+    assert status == 500 and "needs the VXLAN overlay network" in body["detail"], (status, body)
     # Work that does not need the overlay still runs (on kohakuriver-net).
     tid2, name2 = scenario.run_task()
     assert container_ip(name2, "kohakuriver-net").startswith("172.30."), docker("inspect", name2).stdout
