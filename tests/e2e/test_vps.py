@@ -51,6 +51,11 @@ def running_report(host, task_id, timeout=60):
     return [u for u in host.updates_for(task_id) if u["status"] in ("running", "failed")][-1]
 
 
+def last_port(host, task_id):
+    ups = [u for u in host.updates_for(task_id) if u["status"] == "running"]
+    return ups[-1]["ssh_port"] if ups else None
+
+
 def heartbeat_ids(host, timeout=5):
     n = len(host.of_kind("heartbeat"))
     host.wait_for("heartbeat", count=n + 1, timeout=timeout)
@@ -135,6 +140,7 @@ def test_pause_resume_and_kill(host, vps_runner):
     assert paused()
     assert http("POST", runner.url(f"/api/vps/resume/{t}")) == (200, {"message": f"VPS {t} resumed."})
     assert http("POST", runner.url("/api/vps/pause/123")) == (404, {"detail": "VPS 123 not found."})
+    running_report(host, t)
     n_updates = len(host.updates_for(t))
     # R-VPSKILL: /api/kill removes the VPS container.
     assert http("POST", runner.url("/api/kill"), ctl) == (200, {"message": f"Task {t} killed."})
@@ -169,10 +175,10 @@ def test_stop_then_restart_restores_snapshot_and_stays_key_only(host, vps_runner
     # The same setup again on a container restart (Docker restart policy
     # path): still one managed block, still reachable.
     docker("restart", f"kohakuriver-vps-{t}")
-    wait_until(lambda: [u for u in host.updates_for(t) if u["status"] == "running"][-1]["ssh_port"]
-               == int(docker("port", f"kohakuriver-vps-{t}", "22/tcp").stdout.splitlines()[0].rsplit(":", 1)[1]),
+    wait_until(lambda: last_port(host, t) == int(docker("port", f"kohakuriver-vps-{t}", "22/tcp").stdout
+                                                  .splitlines()[0].rsplit(":", 1)[1]),
                timeout=20, what="port after docker restart reported")
-    port3 = [u for u in host.updates_for(t) if u["status"] == "running"][-1]["ssh_port"]
+    port3 = last_port(host, t)
     ssh_until(port3, "true", key)
     assert in_container(t, "cat", "/etc/ssh/sshd_config").stdout.count("# BEGIN kohakuriver") == 1
     # R-VPSSTOP: the container is gone under its name (renamed: no destroy
@@ -279,8 +285,10 @@ def test_image_sources_tarball_env_null_container_name_and_failures(host, vps_ru
                             vps_body(t3, "disabled", image=None, container_name="krvps-no-such-env"), timeout=60)
         msg = "Docker image sync failed for container 'krvps-no-such-env'"
         assert (status, body) == (500, {"detail": msg})
+        # The report goes through the outbox: delivered shortly after.
+        host.wait_for("update", timeout=10, pred=lambda r: r.json()["task_id"] == t3 and r.json()["status"] == "failed")
         failed = [u for u in host.updates_for(t3) if u["status"] == "failed"]
-        assert failed and failed[-1]["message"] == msg and failed[-1]["completed_at"]
+        assert failed[-1]["message"] == msg and failed[-1]["completed_at"]
         assert t3 not in heartbeat_ids(host)
     finally:
         cleanup_vps()
