@@ -2,7 +2,7 @@
 # Manual interoperability checks of port forwarding (not part of CI; needs
 # the upstream source tree and network access for pip/cargo):
 #
-#   scripts/tunnel-interop.sh client /path/to/KohakuRiver-source
+#   scripts/tunnel-interop.sh client /path/to/venv/bin/python
 #     our build/tunnel-client against the upstream Python runner's tunnel
 #     server (upstream's own /ws/tunnel and /ws/forward handlers, served by
 #     uvicorn in a throw-away venv).
