@@ -36,8 +36,8 @@ sys.path.insert(0, str(REPO / "tests" / "e2e"))
 from conftest import RunnerProcess  # noqa: E402
 from fixture_host import FixtureHost  # noqa: E402
 from taskutil import docker  # noqa: E402
-from tunnelutil import (DEBIAN, TUNNEL_CLIENT, rss_kib, share_dir, start_service, stop_service,  # noqa: E402
-                        wait_port_in_container)
+from tunnelutil import (BUSYBOX, DEBIAN, TUNNEL_CLIENT, rss_kib, runner_overrides, share_dir, start_service,  # noqa: E402
+                        stop_service, wait_port_in_container)
 from wsclient import CLOSE, CONNECTED, DATA, Forward  # noqa: E402
 
 MB = 1 << 20
@@ -104,7 +104,7 @@ def main():
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="kr-tunnel-bench."))
     host = FixtureHost().start()
-    runner = RunnerProcess(tmp, host, {"TUNNEL_CLIENT_PATH": str(TUNNEL_CLIENT), "LOG_LEVEL": "info"}, [], None)
+    runner = RunnerProcess(tmp, host, dict(runner_overrides(), LOG_LEVEL="info"), [], None)
     runner.start()
     runner.wait_listening()
     host.wait_for("register", timeout=10)
@@ -118,7 +118,7 @@ def main():
     tids = []
     results = {}
     try:
-        tid, name = start_service(runner, host, "busybox httpd -f -p 8080 -h /shared/www")
+        tid, name = start_service(runner, host, f"{BUSYBOX} httpd -f -p 8080 -h /shared/www")
         tids.append(tid)
         wait_port_in_container(name, 8080)
         etid, echo = start_service(

@@ -14,8 +14,8 @@ import pytest
 from conftest import RunnerProcess
 from fixture_host import FixtureHost
 from taskutil import docker, wait_until
-from tunnelutil import (DEBIAN, TUNNEL_CLIENT, rss_kib, share_dir, start_service, stop_service,
-                        wait_port_in_container)
+from tunnelutil import (BUSYBOX, TUNNEL_CLIENT, runner_overrides, rss_kib, share_dir, start_service,
+                        stop_service, wait_port_in_container)
 from wsclient import CLOSE, CONNECTED, DATA, ERROR, TCP, Forward, WsClosed, WsConn, tmsg
 
 MB = 1 << 20
@@ -29,7 +29,7 @@ def env(tmp_path_factory):
         pytest.fail(f"{TUNNEL_CLIENT} not built (run scripts/build.sh)")
     tmp = tmp_path_factory.mktemp("tunnel")
     host = FixtureHost().start()
-    runner = RunnerProcess(tmp, host, {"TUNNEL_CLIENT_PATH": str(TUNNEL_CLIENT)}, [], None).start()
+    runner = RunnerProcess(tmp, host, runner_overrides(), [], None).start()
     runner.wait_listening()
     host.wait_for("register", timeout=10)
     www = share_dir(runner) / "www"
@@ -47,14 +47,16 @@ def env(tmp_path_factory):
 
     e = Env()
     e.host, e.runner, e.files, e.tids = host, runner, files, tids
-    e.tid, e.container = start_service(runner, host, "busybox httpd -f -p 8080 -h /shared/www")
-    tids.append(e.tid)
-    wait_port_in_container(e.container, 8080)
-    yield e
-    for tid in tids:
-        stop_service(runner, tid)
-    runner.stop()
-    host.stop()
+    try:
+        e.tid, e.container = start_service(runner, host, f"{BUSYBOX} httpd -f -p 8080 -h /shared/www")
+        tids.append(e.tid)
+        wait_port_in_container(e.container, 8080)
+        yield e
+    finally:
+        for tid in tids:
+            stop_service(runner, tid)
+        runner.stop()
+        host.stop()
 
 
 def http_get(fwd, cid, path, hasher=None, timeout=120):
@@ -149,9 +151,10 @@ def test_two_sessions_with_the_same_client_id_get_their_own_data(env):
 
 def test_user_disconnect_closes_the_connection_in_the_container(env):
     marker = share_dir(env.runner) / "closed-marker"
-    # nc exits when its client goes away; then the marker is written.
+    # nc (echoing through cat) exits when its client goes away; then the
+    # marker is written.
     docker("exec", "-d", env.container, "sh", "-c",
-           "nc -l -p 7000 > /dev/null; echo closed > /shared/closed-marker")
+           f"{BUSYBOX} nc -l -p 7000 -e /bin/cat; echo closed > /shared/closed-marker")
     wait_port_in_container(env.container, 7000)
     fwd = Forward(env.runner.port, env.container, 7000)
     fwd.connect(1, 7000)
@@ -193,8 +196,7 @@ def test_udp_echo(env):
     tid, container = start_service(
         env.runner, env.host,
         "perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(LocalAddr=>\"127.0.0.1\",LocalPort=>5300,"
-        "Proto=>\"udp\") or die; while($s->recv($d,65535)){ $s->send(\"echo:\".$d) }'",
-        image=DEBIAN)
+        "Proto=>\"udp\") or die; while($s->recv($d,65535)){ $s->send(\"echo:\".$d) }'")
     env.tids.append(tid)
     fwd = Forward(env.runner.port, container, 5300, proto="udp")
     try:
@@ -255,11 +257,11 @@ def test_client_restart_mid_session(env):
         resp, end, _ = http_get(fwd, 1, "/a.txt")
         assert body_of(resp) == env.files["a.txt"]
         # A connection left open across the restart gets CLOSE (T3).
-        docker("exec", "-d", env.container, "sh", "-c", "nc -l -p 7001 > /dev/null")
+        docker("exec", "-d", env.container, "sh", "-c", f"{BUSYBOX} nc -l -p 7001 -e /bin/cat")
         wait_port_in_container(env.container, 7001)
         fwd.connect(2, 7001)
         assert fwd.q(2).get(timeout=20)[0] == CONNECTED
-        docker("exec", env.container, "sh", "-c", "kill $(pidof tunnel-client)")
+        docker("exec", env.container, "pkill", "-x", "tunnel-client")
         mtype, _ = fwd.next(2, timeout=20)
         assert mtype == CLOSE
         docker("exec", "-d", env.container, "sh", "-c",
@@ -284,4 +286,14 @@ def test_second_client_replaces_the_first(env):
     finally:
         fwd.close()
         # Two clients for one container would take turns replacing each other.
-        docker("exec", env.container, "sh", "-c", "kill $(pgrep -f 'reconnect-delay 1')", check=False)
+        docker("exec", env.container, "pkill", "-f", "reconnect-delay 1", check=False)
+
+
+def test_static_client_runs_in_a_busybox_only_image():
+    # No libc, no loader in this image: only a static binary runs.
+    r = docker("run", "--rm", "-v", f"{TUNNEL_CLIENT}:/usr/local/bin/tunnel-client:ro", "kr-test/busybox:test",
+               "/usr/local/bin/tunnel-client", "--version")
+    assert r.stdout == "kohakuriver-tunnel 0.1.0\n"
+    r = docker("run", "--rm", "-v", f"{TUNNEL_CLIENT}:/usr/local/bin/tunnel-client:ro", "kr-test/busybox:test",
+               "/usr/local/bin/tunnel-client", "-r", "wss://10.0.0.1:1", "-c", "x", check=False)
+    assert r.returncode == 1 and "wss:// is not supported" in r.stderr

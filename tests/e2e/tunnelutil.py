@@ -1,6 +1,7 @@
 """Helpers for the port-forwarding tests: service tasks whose containers
 run our tunnel-client, and memory probes of the runner."""
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -9,6 +10,15 @@ from taskutil import IMAGE, docker, http, new_task_id, submit, wait_until
 REPO = Path(__file__).resolve().parents[2]
 TUNNEL_CLIENT = Path(os.environ.get("KR_TUNNEL_CLIENT", REPO / "build" / "tunnel-client"))
 DEBIAN = "kr-test/debian:bookworm"
+# Service containers run the Debian test image: upstream's start line needs
+# `nohup`, which Debian's busybox-static (kr-test/busybox) lacks. The host's
+# static busybox is mounted in for httpd and nc.
+BUSYBOX = "/opt/busybox"
+BUSYBOX_MOUNT = f"{shutil.which('busybox') or '/bin/busybox'}:{BUSYBOX}:ro"
+
+
+def runner_overrides():
+    return {"TUNNEL_CLIENT_PATH": str(TUNNEL_CLIENT), "ADDITIONAL_MOUNTS": [BUSYBOX_MOUNT]}
 
 
 def tunnel_runner(host, make_runner, **overrides):
@@ -20,7 +30,7 @@ def tunnel_runner(host, make_runner, **overrides):
     return runner
 
 
-def start_service(runner, host, command, image=IMAGE):
+def start_service(runner, host, command, image=DEBIAN):
     """A command task that runs `command` (a service); returns (tid, container)."""
     tid = new_task_id()
     submit(runner, tid, command, registry_image=image)
@@ -44,8 +54,7 @@ def rss_kib(pid):
 def wait_port_in_container(container, port, timeout=20):
     """Until something listens on 127.0.0.1:port inside the container."""
     def listening():
-        r = docker("exec", container, "sh", "-c", f"netstat -ltn 2>/dev/null | grep -q ':{port} ' || "
-                   f"grep -qi ':{port:04X} ' /proc/net/tcp", check=False)
+        r = docker("exec", container, "sh", "-c", f"grep -qi ':{port:04X} ' /proc/net/tcp /proc/net/tcp6", check=False)
         return r.returncode == 0
     wait_until(listening, timeout=timeout, what=f"port {port} listening in {container}")
 
