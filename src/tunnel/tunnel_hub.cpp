@@ -254,6 +254,10 @@ asio::awaitable<void> TunnelHub::serve_tunnel(api::WebSocket& ws, std::string co
 asio::awaitable<void> TunnelHub::serve_forward(api::WebSocket& ws, std::string container_id, std::uint16_t port,
                                                Proto proto) {
   auto impl = impl_;
+  if (container_id.rfind("vm-", 0) == 0 && impl->options.vm_forward) {
+    co_await impl->options.vm_forward(ws, container_id, port, proto);
+    co_return;
+  }
   auto tunnel = co_await impl->wait_tunnel(container_id);
   if (!tunnel) {
     spdlog::info("forward {}:{}: no tunnel from that container", container_id, port);

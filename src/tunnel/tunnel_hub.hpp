@@ -32,6 +32,12 @@ struct HubOptions {
   std::chrono::milliseconds tunnel_wait{8000};
   // Null: no source-address check (unit tests).
   ContainerAddressLookup container_addresses;
+  // Serves `/ws/forward/vm-{task_id}/...` (the runner dials the VM itself,
+  // spec §2.3.3); set by the VM service. Null: such names are handled like
+  // containers (no tunnel → the `Error:` text after the T4 wait).
+  std::function<boost::asio::awaitable<void>(api::WebSocket&, std::string container_id, std::uint16_t port,
+                                             Proto proto)>
+      vm_forward;
 };
 
 class TunnelHub {

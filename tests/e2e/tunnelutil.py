@@ -51,10 +51,12 @@ def rss_kib(pid):
     return 0
 
 
-def wait_port_in_container(container, port, timeout=20):
-    """Until something listens on 127.0.0.1:port inside the container."""
+def wait_port_in_container(container, port, timeout=20, udp=False):
+    """Until something listens on (or, UDP, is bound to) port inside the container."""
+    tables = "/proc/net/udp /proc/net/udp6" if udp else "/proc/net/tcp /proc/net/tcp6"
+
     def listening():
-        r = docker("exec", container, "sh", "-c", f"grep -qi ':{port:04X} ' /proc/net/tcp /proc/net/tcp6", check=False)
+        r = docker("exec", container, "sh", "-c", f"grep -qi ':{port:04X} ' {tables}", check=False)
         return r.returncode == 0
     wait_until(listening, timeout=timeout, what=f"port {port} listening in {container}")
 

@@ -250,3 +250,21 @@ TEST(TunnelGatewayListener, OnlyWhenTheBindAddressIsSpecific) {
   EXPECT_TRUE(needs_gateway_listener("10.0.0.5", "172.30.0.1"));
   EXPECT_TRUE(needs_gateway_listener("127.0.0.1", "172.30.0.1"));
 }
+
+TEST(TunnelHubVm, VmNamesGoToTheVmHandlerWhenSet) {
+  asio::io_context io;
+  HubOptions o;
+  std::string seen;
+  o.vm_forward = [&seen](kr::api::WebSocket& ws, std::string id, std::uint16_t port,
+                         Proto) -> asio::awaitable<void> {
+    seen = id + ":" + std::to_string(port);
+    co_await ws.send("CONNECTED", false);
+  };
+  TunnelHub hub(io.get_executor(), o);
+  FakeWs user(io);
+  asio::co_spawn(io, hub.serve_forward(user, "vm-42", 8080, Proto::Tcp), asio::detached);
+  io.run_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(seen, "vm-42:8080");
+  ASSERT_EQ(user.sent.size(), 1u);
+  EXPECT_EQ(user.sent[0].data, "CONNECTED");
+}
