@@ -108,6 +108,8 @@ def main():
     runner.start()
     runner.wait_listening()
     host.wait_for("register", timeout=10)
+    time.sleep(1)
+    fresh_rss = rss_kib(runner.proc.pid)
     www = share_dir(runner) / "www"
     www.mkdir()
     with open(www / "big.bin", "wb") as f:
@@ -207,7 +209,7 @@ def main():
         during = rss_kib(pid)
         for fs in sessions:
             fs.close()
-        results["runner_rss_MiB"] = {"before": before / 1024, f"with_{a.conns}_connections": during / 1024,
+        results["runner_rss_MiB"] = {"fresh": fresh_rss / 1024, "before_after_transfers": before / 1024, f"with_{a.conns}_connections": during / 1024,
                                      "per_connection_KiB": (during - before) / a.conns}
 
     finally:
