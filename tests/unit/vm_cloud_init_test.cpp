@@ -1,6 +1,8 @@
 // The NoCloud seed (vm.md §7), read back with PyYAML as cloud-init does.
 #include <gtest/gtest.h>
 
+#include "source_dir.hpp"
+
 #include <cstdlib>
 
 #include "vm/cloud_init.hpp"
@@ -161,7 +163,7 @@ TEST(CloudInitSeed, RefusesMultiLineValues) {
 }
 
 TEST(GuestAgent, EmbeddedCopyIsTheSourceFile) {
-  EXPECT_EQ(std::string(guest_agent_source()), read_file(std::filesystem::path(KR_SOURCE_DIR) / "src/vm/guest_agent.py"));
+  EXPECT_EQ(std::string(guest_agent_source()), read_file(std::filesystem::path(kr_source_dir()) / "src/vm/guest_agent.py"));
   EXPECT_TRUE(guest_agent_source().starts_with("#!/usr/bin/env python3\n"));
 }
 

@@ -3,6 +3,8 @@
 // copied to a scratch root where a small fake "kernel" moves the `driver`
 // links when the bind/unbind/drivers_probe attributes are written.
 #include <gtest/gtest.h>
+
+#include "source_dir.hpp"
 #include <sys/stat.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -21,7 +23,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path fixture() { return fs::path(KR_SOURCE_DIR) / "tests/fixtures/monitor-vfio/root"; }
+fs::path fixture() { return fs::path(kr_source_dir()) / "tests/fixtures/monitor-vfio/root"; }
 
 struct FakeKernel {
   fs::path root;
@@ -269,7 +271,7 @@ TEST(VfioPassthrough, GpusWithAudioCompanions) {
 TEST(VfioPassthrough, RecordedH100NodeHasNoVfioGpus) {
   // The recorded GPU node has no IOMMU groups: its GPU cannot be passed through.
   kr::monitor::VmCapabilityOptions o;
-  o.root = fs::path(KR_SOURCE_DIR) / "tests/fixtures/h100-node/root";
+  o.root = fs::path(kr_source_dir()) / "tests/fixtures/h100-node/root";
   o.use_lspci = false;
   const auto gpus = kr::monitor::discover_vfio_gpus(o);
   EXPECT_TRUE(gpus.empty());
