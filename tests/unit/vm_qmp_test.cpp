@@ -161,14 +161,14 @@ TEST(Qmp, SilentServerHitsTheDeadline) {
     s.handshake(fd);
     std::this_thread::sleep_for(std::chrono::seconds(2));  // never answers in time
   });
-  const auto start = std::chrono::steady_clock::now();
+  // Had the deadline not fired, the server's close after 2 s would give a
+  // Protocol error instead.
   try {
     run(server.path(), "system_powerdown", nullptr, std::chrono::milliseconds(300));
     FAIL();
   } catch (const QmpError& e) {
     EXPECT_EQ(e.kind(), QmpError::Kind::Timeout) << e.what();
   }
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1500));
 }
 
 TEST(Qmp, ServerClosesEarly) {
