@@ -57,7 +57,7 @@ TEST(ConfigDefaults, MatchUpstreamTable) {
 
 TEST(ConfigDefaults, KeyTableCoversEveryUpstreamKeyAndOurs) {
     auto names = kr::config::config_key_names();
-    EXPECT_EQ(names.size(), 44u);  // 42 upstream keys + STATE_DIR + DOCKER_SOCKET
+    EXPECT_EQ(names.size(), 52u);  // 42 upstream keys + STATE_DIR + DOCKER_SOCKET + 8 VM_* of ours
     for (std::string key : {"RUNNER_BIND_IP", "OVERLAY_MTU", "VM_ACS_OVERRIDE", "STATE_DIR", "DOCKER_SOCKET"})
         EXPECT_NE(std::find(names.begin(), names.end(), key), names.end()) << key;
 }
