@@ -9,7 +9,14 @@
 # task (container_name null), pause/resume/kill of a running task, and an
 # environment task without tarball. Needs dockerd and kr-test/busybox:test
 # (tests/images/build-test-images.sh).
+#
+# KR_INTEROP_IP=10.252.0.1 runs host and runner on that (non-loopback)
+# address instead of 127.0.0.1, e.g. one on a dummy interface, so that the
+# runner sees the host's calls from a non-loopback source (source-address
+# policy); KR_INTEROP_RUNNER_EXTRA adds lines to the runner's config (e.g.
+# 'API_ALLOWED_CLIENTS = ["10.252.0.1"]').
 set -euo pipefail
+IP=${KR_INTEROP_IP:-127.0.0.1}
 SRC=${1:?path to an upstream KohakuRiver source tree}
 cd "$(dirname "$0")/.."
 BIN=$PWD/build/kohakuriver
@@ -19,7 +26,7 @@ python3 -m venv "$W/venv"
 mkdir -p "$W/share/logs" "$W/local"
 cat > "$W/host_config.py" <<PY
 from kohakuengine import Config
-HOST_BIND_IP = "127.0.0.1"
+HOST_BIND_IP = "$IP"
 HOST_PORT = 18800
 HOST_SSH_PROXY_PORT = 18802
 SHARED_DIR = "$W/share"
@@ -29,10 +36,12 @@ def config_gen():
 PY
 cat > "$W/runner_config.py" <<PY
 RUNNER_PORT = 18801
+HOST_ADDRESS = "$IP"
 HOST_PORT = 18800
 SHARED_DIR = "$W/share"
 LOCAL_TEMP_DIR = "$W/local"
 STATE_DIR = "$W/state"
+${KR_INTEROP_RUNNER_EXTRA:-}
 PY
 "$W/venv/bin/kohakuriver.host" --config "$W/host_config.py" > "$W/host.log" 2>&1 &
 HOST_PID=$!
@@ -42,18 +51,18 @@ sleep 6
 RUNNER_PID=$!
 NODE=$(hostname)
 for _ in $(seq 1 30); do
-  curl -s localhost:18800/api/nodes | grep -q '"status":"online"' && break; sleep 1
+  curl -s $IP:18800/api/nodes | grep -q '"status":"online"' && break; sleep 1
 done
-status() { curl -s "localhost:18800/api/status/$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["status"], d["exit_code"], d["error_message"])'; }
-submit() { curl -s -X POST localhost:18800/api/submit -H 'content-type: application/json' -d "$1" |
+status() { curl -s "$IP:18800/api/status/$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["status"], d["exit_code"], d["error_message"])'; }
+submit() { curl -s -X POST $IP:18800/api/submit -H 'content-type: application/json' -d "$1" |
            python3 -c 'import json,sys; print(json.load(sys.stdin)["task_ids"][0])'; }
 T1=$(submit '{"command":"echo","arguments":["hello"],"registry_image":"kr-test/busybox:test","targets":["'"$NODE"'"]}')
 T2=$(submit '{"command":"sleep","arguments":["300"],"registry_image":"kr-test/busybox:test","targets":["'"$NODE"'"]}')
 T3=$(submit '{"command":"echo","arguments":["x"],"targets":["'"$NODE"'"]}')
 sleep 6
 echo "registry task:  $(status "$T1") / stdout: $(cat "$W/share/logs/$T1/stdout.log")"
-curl -s -X POST "localhost:18800/api/command/$T2/pause" >/dev/null; echo "paused task:    $(status "$T2")"
-curl -s -X POST "localhost:18800/api/command/$T2/resume" >/dev/null; echo "resumed task:   $(status "$T2")"
-curl -s -X POST "localhost:18800/api/kill/$T2" >/dev/null; sleep 2; echo "killed task:    $(status "$T2")"
+curl -s -X POST "$IP:18800/api/command/$T2/pause" >/dev/null; echo "paused task:    $(status "$T2")"
+curl -s -X POST "$IP:18800/api/command/$T2/resume" >/dev/null; echo "resumed task:   $(status "$T2")"
+curl -s -X POST "$IP:18800/api/kill/$T2" >/dev/null; sleep 2; echo "killed task:    $(status "$T2")"
 echo "no-tarball env: $(status "$T3")"
 echo "work dir: $W"

@@ -30,6 +30,7 @@ struct HttpServer::Impl {
   const Router& router;
   tcp::acceptor acceptor;
   std::list<beast::tcp_stream*> open;  // for stop()
+  HttpServer::Gate gate;
   bool stopping = false;
 
   Impl(asio::io_context& io_, const Router& r) : io(io_), router(r), acceptor(io_) {}
@@ -90,7 +91,13 @@ struct HttpServer::Impl {
       stream.expires_never();
       auto& req = parser.get();
       HttpRequest hreq = to_request(req, remote);
-      HttpResponse hres = co_await router.dispatch(hreq);
+      std::optional<HttpResponse> refused;
+      if (gate) refused = gate(hreq);
+      HttpResponse hres;
+      if (refused)
+        hres = std::move(*refused);
+      else
+        hres = co_await router.dispatch(hreq);
       bool keep = req.keep_alive() && !stopping;
       http::response<http::string_body> res{static_cast<http::status>(hres.status), req.version()};
       res.set(http::field::server, "kohakuriver-runner");
@@ -132,6 +139,8 @@ void HttpServer::listen(const std::string& address, uint16_t port) {
   a.listen(asio::socket_base::max_listen_connections);
   asio::co_spawn(impl_->io, impl_->accept_loop(), asio::detached);
 }
+
+void HttpServer::set_gate(Gate gate) { impl_->gate = std::move(gate); }
 
 uint16_t HttpServer::port() const { return impl_->acceptor.local_endpoint().port(); }
 

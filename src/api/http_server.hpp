@@ -2,7 +2,9 @@
 // HTTP/1.1 server (Boost.Beast, C++20 coroutines) with uvicorn's observable
 // framing: Content-Length always, no compression, keep-alive.
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <boost/asio/io_context.hpp>
@@ -19,6 +21,11 @@ class HttpServer {
   // use), then accepts in the background.
   void listen(const std::string& address, uint16_t port);
   uint16_t port() const;
+  // Consulted for every request before it is routed (WebSocket upgrades
+  // included): a response returned here is sent instead (the source-address
+  // policy's 403).
+  using Gate = std::function<std::optional<HttpResponse>(const HttpRequest&)>;
+  void set_gate(Gate gate);
   // Stops accepting and closes open connections.
   void stop();
 

@@ -7,6 +7,7 @@
 #include <iostream>
 #include <string_view>
 
+#include "cli/doctor.hpp"
 #include "cli/init_commands.hpp"
 #include "cli/launch.hpp"
 
@@ -151,6 +152,11 @@ int run_unified(int argc, char** argv, const std::function<int(RunnerLaunch&)>& 
 
     CLI::App* version = app.add_subcommand("version", "Print the version");
 
+    CLI::App* doctor = app.add_subcommand(
+        "doctor", "Check this node (config, Docker, cgroups, networks, host, GPUs, VMs, state dir, port)");
+    RunnerFlags doctor_flags;
+    doctor_flags.add_to(*doctor);
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -160,6 +166,7 @@ int run_unified(int argc, char** argv, const std::function<int(RunnerLaunch&)>& 
     if (runner->parsed()) return launch_runner(flags.collect(), start_runner, out, err);
     if (init_cfg->parsed()) return init_config(config_opts, out, err);
     if (init_svc->parsed()) return init_service(svc, out, err);
+    if (doctor->parsed()) return run_doctor(doctor_flags.collect(), out, err);
     if (version->parsed()) {
         out << version_string() << "\n";
         return 0;

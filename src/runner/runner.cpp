@@ -11,13 +11,17 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "api/access_policy.hpp"
 #include "api/http_server.hpp"
 #include "api/router.hpp"
 #include "docker/docker_client.hpp"
 #include "host_link/host_link.hpp"
+#include "metrics/metrics.hpp"
+#include "runner/access_setup.hpp"
 #include "runner/node_reporter.hpp"
 #include "runner/sd_notify.hpp"
 #include "runner/tunnel_lookup.hpp"
+#include "runner/watchdog.hpp"
 #include "store/outbox.hpp"
 #include "store/state_store.hpp"
 #include "tasks/task_manager.hpp"
@@ -99,6 +103,9 @@ int run_runner(cli::RunnerLaunch& launch) {
 
   docker::ClientOptions docker_opts;
   docker_opts.socket_path = cfg.docker_socket;
+  docker_opts.on_request = [](docker::Method m, const std::string& target, double seconds) {
+    metrics::docker_request(metrics::docker_operation(docker::method_name(m), target), seconds);
+  };
   docker::DockerClient docker(io.get_executor(), docker_opts);
 
   std::function<std::vector<int64_t>()> running_tasks;
@@ -124,9 +131,28 @@ int run_runner(cli::RunnerLaunch& launch) {
                                                 {"tasks", task_manager.running_task_ids().size()},
                                                 {"reports_pending", outbox.pending()}});
   });
+  metrics::declare_finished_statuses("task", {"completed", "failed", "killed", "killed_oom", "stopped"});
+  router.add("GET", "/metrics", [&](api::HttpRequest&) -> asio::awaitable<api::HttpResponse> {
+    metrics::ScrapeState st;
+    for (const char* state : {"provisioning", "running", "killing"}) st.tasks[{"task", state}] = 0;
+    for (const auto& [state, n] : task_manager.task_states()) st.tasks[{"task", state}] = n;
+    st.outbox_pending = static_cast<int64_t>(outbox.pending());
+    if (auto t = link.last_heartbeat_success())
+      st.last_heartbeat_success_unix = std::chrono::duration<double>(t->time_since_epoch()).count();
+    st.gpu_info = reporter.last_gpu_sample();
+    co_return api::HttpResponse{200, metrics::render(st), metrics::kContentType, {}};
+  });
   task_manager.add_routes(router);
 
+  // Source-address policy: containers and VMs off the control API.
+  api::AccessPolicy access(access_rules_from_config(cfg));
+  for (const auto& line : access.describe()) spdlog::info("Source-address policy: {}", line);
+  StopSignal access_stop(io.get_executor());
+
   api::HttpServer server(io, router);
+  server.set_gate([&access](const api::HttpRequest& req) { return access.check(req); });
+  std::optional<Watchdog> watchdog;
+  if (auto interval = watchdog_interval_from_env()) watchdog.emplace(io.get_executor(), *interval);
   // Installed before listening and before READY=1, so a SIGTERM that
   // arrives during start-up is handled (not the default "terminate").
   asio::signal_set signals(io, SIGINT, SIGTERM);
@@ -135,6 +161,8 @@ int run_runner(cli::RunnerLaunch& launch) {
     spdlog::info("Received signal {}; shutting down (containers keep running)", sig);
     notify_systemd("STOPPING=1");
     server.stop();
+    access_stop.stop();
+    if (watchdog) watchdog->stop();
     link.stop();
     task_manager.stop();
     docker.cancel_all();
@@ -163,7 +191,9 @@ int run_runner(cli::RunnerLaunch& launch) {
   outbox.start();
   task_manager.start();
   link.start();
+  asio::co_spawn(io, follow_docker_networks(docker, access, cfg, access_stop), asio::detached);
   notify_systemd("READY=1");
+  if (watchdog) watchdog->start();
 
   io.run();
   spdlog::info("Runner stopped");

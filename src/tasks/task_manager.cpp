@@ -9,6 +9,7 @@
 #include "common/blocking.hpp"
 #include "common/datetime.hpp"
 #include "docker/docker_error.hpp"
+#include "metrics/metrics.hpp"
 #include "tasks/container_spec.hpp"
 #include "tasks/log_paths.hpp"
 
@@ -74,6 +75,12 @@ std::vector<int64_t> TaskManager::running_task_ids() const {
   return ids;
 }
 
+std::map<std::string, int64_t> TaskManager::task_states() const {
+  std::map<std::string, int64_t> out;
+  for (const auto& [id, t] : tasks_) ++out[t->killed ? "killing" : t->watching ? "running" : "provisioning"];
+  return out;
+}
+
 void TaskManager::start() { spawn(ex_, recover(), "task recovery"); }
 
 void TaskManager::stop() { stop_.stop(); }
@@ -133,6 +140,10 @@ asio::awaitable<void> TaskManager::finish(TaskPtr task, std::optional<json> fina
     co_await deps_.store.delete_task(id);
   }
   if (outcome == store::FinishOutcome::WasKilled) spdlog::info("Task {} ended after a kill; no report (upstream)", id);
+  if (outcome == store::FinishOutcome::Reported)
+    metrics::task_finished("task", (*final_report)["status"].get<std::string>());
+  else if (outcome == store::FinishOutcome::WasKilled)
+    metrics::task_finished("task", "killed");
   tasks_.erase(id);
   // Only now that the outcome is durable may the exit code disappear.
   co_await remove_container_quietly(task_container_name(id));
@@ -290,6 +301,7 @@ asio::awaitable<std::optional<json>> TaskManager::prepare_and_start(TaskPtr task
 
 asio::awaitable<void> TaskManager::watch(TaskPtr task) {
   const std::string name = task_container_name(task->id);
+  task->watching = true;
   std::chrono::milliseconds backoff{500};
   for (;;) {
     if (stop_.stopped()) co_return;

@@ -45,6 +45,8 @@ class TaskManager {
   // Heartbeat running_tasks: accepted and not yet finally reported, minus
   // host-killed ones.
   std::vector<int64_t> running_task_ids() const;
+  // Tracked tasks by state ("provisioning", "running", "killing") for /metrics.
+  std::map<std::string, int64_t> task_states() const;
   // Startup: ensure the network, re-adopt tracked work, report what ended
   // while the runner was down. Runs in the background.
   void start();
@@ -64,6 +66,7 @@ class TaskManager {
     TaskRequest request;
     std::string started_at;  // naive local ISO, T0 of the pipeline
     bool killed = false;
+    bool watching = false;  // the container runs (or ran) and is being watched
   };
   using TaskPtr = std::shared_ptr<Task>;
 
