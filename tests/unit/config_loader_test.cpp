@@ -60,8 +60,10 @@ TEST(ConfigDefaults, MatchUpstreamTable) {
 
 TEST(ConfigDefaults, KeyTableCoversEveryUpstreamKeyAndOurs) {
     auto names = kr::config::config_key_names();
-    EXPECT_EQ(names.size(), 44u);  // 42 upstream keys + STATE_DIR + DOCKER_SOCKET
-    for (std::string key : {"RUNNER_BIND_IP", "OVERLAY_MTU", "VM_ACS_OVERRIDE", "STATE_DIR", "DOCKER_SOCKET"})
+    // 42 upstream keys + STATE_DIR, DOCKER_SOCKET, API_ALLOWED_CLIENTS, METRICS_ALLOWED_CLIENTS
+    EXPECT_EQ(names.size(), 46u);
+    for (std::string key : {"RUNNER_BIND_IP", "OVERLAY_MTU", "VM_ACS_OVERRIDE", "STATE_DIR", "DOCKER_SOCKET",
+                            "API_ALLOWED_CLIENTS", "METRICS_ALLOWED_CLIENTS"})
         EXPECT_NE(std::find(names.begin(), names.end(), key), names.end()) << key;
 }
 
