@@ -25,6 +25,7 @@
 #include "store/outbox.hpp"
 #include "store/state_store.hpp"
 #include "tasks/task_manager.hpp"
+#include "vps/vps_manager.hpp"
 
 namespace kr::runner {
 
@@ -121,7 +122,14 @@ int run_runner(cli::RunnerLaunch& launch) {
   tasks::TaskManager task_manager(
       io.get_executor(),
       tasks::TaskManagerDeps{cfg, docker, *state, outbox, link.hostname(), numa_cpus, find_tunnel_client(cfg)});
-  running_tasks = [&] { return task_manager.running_task_ids(); };
+  vps::VpsManager vps_manager(io.get_executor(), vps::VpsManagerDeps{cfg, docker, *state, outbox, task_manager,
+                                                                     link.hostname(), find_tunnel_client(cfg)});
+  running_tasks = [&] {
+    auto ids = task_manager.running_task_ids();
+    auto vps_ids = vps_manager.running_vps_ids();
+    ids.insert(ids.end(), vps_ids.begin(), vps_ids.end());
+    return ids;
+  };
 
   api::Router router;
   router.add("GET", "/healthz", [&](api::HttpRequest&) -> asio::awaitable<api::HttpResponse> {
@@ -131,11 +139,14 @@ int run_runner(cli::RunnerLaunch& launch) {
                                                 {"tasks", task_manager.running_task_ids().size()},
                                                 {"reports_pending", outbox.pending()}});
   });
+  vps_manager.add_routes(router);  // first: it wraps /api/kill|pause|resume for VPS ids
   metrics::declare_finished_statuses("task", {"completed", "failed", "killed", "killed_oom", "stopped"});
+  metrics::declare_finished_statuses("vps", {"failed", "stopped"});
   router.add("GET", "/metrics", [&](api::HttpRequest&) -> asio::awaitable<api::HttpResponse> {
     metrics::ScrapeState st;
     for (const char* state : {"provisioning", "running", "killing"}) st.tasks[{"task", state}] = 0;
     for (const auto& [state, n] : task_manager.task_states()) st.tasks[{"task", state}] = n;
+    st.tasks[{"vps", "running"}] = static_cast<int64_t>(vps_manager.running_vps_ids().size());
     st.outbox_pending = static_cast<int64_t>(outbox.pending());
     if (auto t = link.last_heartbeat_success())
       st.last_heartbeat_success_unix = std::chrono::duration<double>(t->time_since_epoch()).count();
@@ -165,6 +176,7 @@ int run_runner(cli::RunnerLaunch& launch) {
     if (watchdog) watchdog->stop();
     link.stop();
     task_manager.stop();
+    vps_manager.stop();
     docker.cancel_all();
     reporter.stop();
     // D7: give pending status reports a last chance (at most 5 s).
@@ -190,6 +202,7 @@ int run_runner(cli::RunnerLaunch& launch) {
   reporter.start();
   outbox.start();
   task_manager.start();
+  vps_manager.start();
   link.start();
   asio::co_spawn(io, follow_docker_networks(docker, access, cfg, access_stop), asio::detached);
   notify_systemd("READY=1");
