@@ -15,6 +15,7 @@
 #include "api/http_server.hpp"
 #include "api/router.hpp"
 #include "docker/docker_client.hpp"
+#include "fs/fs_service.hpp"
 #include "host_link/host_link.hpp"
 #include "metrics/metrics.hpp"
 #include "runner/access_setup.hpp"
@@ -25,6 +26,7 @@
 #include "store/outbox.hpp"
 #include "store/state_store.hpp"
 #include "tasks/task_manager.hpp"
+#include "terminal/terminal_service.hpp"
 #include "vps/vps_manager.hpp"
 
 namespace kr::runner {
@@ -154,6 +156,10 @@ int run_runner(cli::RunnerLaunch& launch) {
     co_return api::HttpResponse{200, metrics::render(st), metrics::kContentType, {}};
   });
   task_manager.add_routes(router);
+  fs::FsService fs_service(docker, *state);
+  fs_service.add_routes(router);
+  terminal::TerminalService terminal_service(docker, *state);
+  terminal_service.add_routes(router);
 
   // Source-address policy: containers and VMs off the control API.
   api::AccessPolicy access(access_rules_from_config(cfg));

@@ -30,10 +30,15 @@ def docker_up():
 def raw_request(method, path, port, body="{}"):
     """A shell line that sends one HTTP request with busybox nc from inside
     the container to the runner (through the network's gateway) and prints
-    the raw response between markers."""
-    req = (f"{method} {path} HTTP/1.1\\r\\nHost: runner\\r\\nContent-Type: application/json\\r\\n"
-           f"Content-Length: {len(body)}\\r\\nConnection: close\\r\\n\\r\\n{body}")
-    return (f"echo '>>> {method} {path}'; printf '{req}' | nc -w 5 $GW {port}; echo; echo '<<<'")
+    the raw response between markers. Method "WS" sends a WebSocket upgrade
+    (GET with the handshake headers)."""
+    if method == "WS":
+        req = (f"GET {path} HTTP/1.1\\r\\nHost: runner\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n"
+               f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n")
+    else:
+        req = (f"{method} {path} HTTP/1.1\\r\\nHost: runner\\r\\nContent-Type: application/json\\r\\n"
+               f"Content-Length: {len(body)}\\r\\nConnection: close\\r\\n\\r\\n{body}")
+    return (f"echo '>>> {method} {path}'; printf '{req}' | nc -w 3 $GW {port}; echo; echo '<<<'")
 
 
 def parse_responses(text):
@@ -58,6 +63,8 @@ def test_task_container_is_refused_control_api_while_host_works(host, make_runne
     port = runner.port
     probes = [("POST", "/api/execute"), ("POST", "/api/kill"), ("POST", "/api/vps/create"),
               ("GET", "/api/fs/1/list"), ("GET", "/api/docker/images"), ("GET", "/metrics"),
+              ("WS", f"/ws/task/{task_id}/terminal"), ("WS", f"/ws/fs/{task_id}/watch?paths=/"),
+              ("WS", f"/ws/forward/kohakuriver-task-{task_id}/22"),
               ("GET", "/healthz"), ("GET", f"/ws/tunnel/kohakuriver-task-{task_id}")]
     # The gateway of the container's network is where the runner is reached
     # (what the tunnel client does too).
@@ -70,7 +77,7 @@ def test_task_container_is_refused_control_api_while_host_works(host, make_runne
     finally:
         remove_container(task_id)
     got = parse_responses(out)
-    for method, path in probes[:6]:
+    for method, path in probes[:9]:
         status, body = got[(method, path)]
         assert status == 403, (method, path, status, body, out)
         assert json.loads(body) == {"detail": "Forbidden: containers and VMs cannot use the runner's control API"}
