@@ -51,6 +51,8 @@ std::vector<int64_t> VpsManager::running_vps_ids() const {
   std::vector<int64_t> ids;
   for (const auto& [id, v] : vps_)
     if (!v->killed) ids.push_back(id);
+  if (vm_)
+    for (auto id : vm_->running_ids()) ids.push_back(id);
   return ids;
 }
 
@@ -391,6 +393,8 @@ asio::awaitable<HttpResponse> VpsManager::pause_vps(HttpRequest& req, bool pause
 asio::awaitable<HttpResponse> VpsManager::control(HttpRequest& req, std::string action) {
   auto parsed = tasks::parse_task_control(req.body);
   const tasks::TaskControl* ctl = std::get_if<tasks::TaskControl>(&parsed);
+  if (ctl && vm_ && vm_->owns(ctl->task_id) && ctl->container_name == "vm-" + std::to_string(ctl->task_id))
+    co_return co_await vm_->control(ctl->task_id, action);
   if (!ctl || !vps_.count(ctl->task_id) || ctl->container_name != vps_container_name(ctl->task_id))
     co_return co_await deps_.tasks.control(req, action);
   const int64_t id = ctl->task_id;
