@@ -17,6 +17,7 @@
 #include "docker/docker_client.hpp"
 #include "fs/fs_service.hpp"
 #include "host_link/host_link.hpp"
+#include "overlay/overlay_manager.hpp"
 #include "metrics/metrics.hpp"
 #include "runner/access_setup.hpp"
 #include "runner/node_reporter.hpp"
@@ -26,6 +27,9 @@
 #include "store/outbox.hpp"
 #include "store/state_store.hpp"
 #include "tasks/task_manager.hpp"
+#include "tunnel/container_addresses.hpp"
+#include "tunnel/gateway_listener.hpp"
+#include "tunnel/tunnel_hub.hpp"
 #include "terminal/terminal_service.hpp"
 #include "vps/vps_manager.hpp"
 
@@ -118,12 +122,15 @@ int run_runner(cli::RunnerLaunch& launch) {
     co_return res.status;
   });
 
+  overlay::OverlayManager overlay(io.get_executor(), cfg, docker, [&link] { return link.runner_url(); });
+  link.set_on_registered([&overlay](const json& reply, bool) { overlay.on_registration(reply); });
+
   std::map<int64_t, std::vector<int>> numa_cpus;
   if (const auto& topo = reporter.numa_topology())
     for (const auto& node : *topo) numa_cpus[node.id] = node.cores;
   tasks::TaskManager task_manager(
       io.get_executor(),
-      tasks::TaskManagerDeps{cfg, docker, *state, outbox, link.hostname(), numa_cpus, find_tunnel_client(cfg)});
+      tasks::TaskManagerDeps{cfg, docker, *state, outbox, link.hostname(), numa_cpus, find_tunnel_client(cfg), &overlay});
   vps::VpsManager vps_manager(io.get_executor(), vps::VpsManagerDeps{cfg, docker, *state, outbox, task_manager,
                                                                      link.hostname(), find_tunnel_client(cfg)});
   running_tasks = [&] {
@@ -135,11 +142,13 @@ int run_runner(cli::RunnerLaunch& launch) {
 
   api::Router router;
   router.add("GET", "/healthz", [&](api::HttpRequest&) -> asio::awaitable<api::HttpResponse> {
-    co_return api::HttpResponse::json(200, json{{"status", "ok"},
-                                                {"registered", link.registered()},
-                                                {"version", KR_VERSION},
-                                                {"tasks", task_manager.running_task_ids().size()},
-                                                {"reports_pending", outbox.pending()}});
+    json body{{"status", "ok"},
+              {"registered", link.registered()},
+              {"version", KR_VERSION},
+              {"tasks", task_manager.running_task_ids().size()},
+              {"reports_pending", outbox.pending()}};
+    body["overlay"] = overlay.status();
+    co_return api::HttpResponse::json(200, body);
   });
   vps_manager.add_routes(router);  // first: it wraps /api/kill|pause|resume for VPS ids
   metrics::declare_finished_statuses("task", {"completed", "failed", "killed", "killed_oom", "stopped"});
@@ -160,6 +169,16 @@ int run_runner(cli::RunnerLaunch& launch) {
   fs_service.add_routes(router);
   terminal::TerminalService terminal_service(docker, *state);
   terminal_service.add_routes(router);
+  // Port forwarding (tunnel-overlay.md §2): /ws/tunnel, /ws/forward.
+  tunnel::HubOptions hub_options;
+  hub_options.container_addresses = [&docker](std::string id) {
+    return tunnel::container_addresses(docker, std::move(id));
+  };
+  tunnel::TunnelHub tunnel_hub(io.get_executor(), std::move(hub_options));
+  tunnel::add_tunnel_routes(router, tunnel_hub);
+  std::optional<tunnel::GatewayListener> gateway_listener;  // T11
+  if (cfg.tunnel_enabled && tunnel::needs_gateway_listener(cfg.runner_bind_ip, cfg.docker_network_gateway))
+    gateway_listener.emplace(io, tunnel_hub, cfg.docker_network_gateway, static_cast<uint16_t>(cfg.runner_port));
 
   // Source-address policy: containers and VMs off the control API.
   api::AccessPolicy access(access_rules_from_config(cfg));
@@ -178,11 +197,14 @@ int run_runner(cli::RunnerLaunch& launch) {
     spdlog::info("Received signal {}; shutting down (containers keep running)", sig);
     notify_systemd("STOPPING=1");
     server.stop();
+    tunnel_hub.stop();
+    if (gateway_listener) gateway_listener->stop();
     access_stop.stop();
     if (watchdog) watchdog->stop();
     link.stop();
     task_manager.stop();
     vps_manager.stop();
+    overlay.stop();
     docker.cancel_all();
     reporter.stop();
     // D7: give pending status reports a last chance (at most 5 s).
@@ -204,6 +226,7 @@ int run_runner(cli::RunnerLaunch& launch) {
     return 1;
   }
   spdlog::info("Listening on http://{}:{}", cfg.runner_bind_ip, server.port());
+  if (gateway_listener) gateway_listener->start();
 
   reporter.start();
   outbox.start();

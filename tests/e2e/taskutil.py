@@ -3,6 +3,7 @@ host does, and inspecting what Docker really did (the tests may use the
 docker CLI; the runner never does)."""
 import json
 import random
+import socket
 import subprocess
 import time
 import urllib.error
@@ -94,6 +95,9 @@ def wait_until(pred, timeout=30, step=0.1, what="condition"):
 
 
 def remove_task_containers():
-    ids = docker("ps", "-aq", "--filter", "name=kohakuriver-task-", check=False).stdout.split()
+    # Only this node's (e2e.sh gives each worktree its own hostname): other
+    # helpers' tests may be running their own task containers meanwhile.
+    ids = docker("ps", "-aq", "--filter", "name=kohakuriver-task-", "--filter",
+                 f"label=kohakuriver.node={socket.gethostname()}", check=False).stdout.split()
     if ids:
         docker("rm", "-f", *ids, check=False)
