@@ -57,8 +57,8 @@ TEST(ConfigDefaults, MatchUpstreamTable) {
 
 TEST(ConfigDefaults, KeyTableCoversEveryUpstreamKeyAndOurs) {
     auto names = kr::config::config_key_names();
-    // 42 upstream keys + STATE_DIR, DOCKER_SOCKET, API_ALLOWED_CLIENTS, METRICS_ALLOWED_CLIENTS
-    EXPECT_EQ(names.size(), 46u);
+    // 42 upstream keys + STATE_DIR + DOCKER_SOCKET + 8 VM_* of ours + API_ALLOWED_CLIENTS, METRICS_ALLOWED_CLIENTS
+    EXPECT_EQ(names.size(), 54u);
     for (std::string key : {"RUNNER_BIND_IP", "OVERLAY_MTU", "VM_ACS_OVERRIDE", "STATE_DIR", "DOCKER_SOCKET",
                             "API_ALLOWED_CLIENTS", "METRICS_ALLOWED_CLIENTS"})
         EXPECT_NE(std::find(names.begin(), names.end(), key), names.end()) << key;
