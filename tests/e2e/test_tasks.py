@@ -154,8 +154,9 @@ def test_kill_suppresses_final_report(host, task_runner):
     wait_until(lambda: not container_exists(f"kohakuriver-task-{tid}"), what="container removal")
     time.sleep(1.5)
     assert statuses(host, tid) == ["pending", "running"]
+    # A repeated kill answers like the first (issue 6 item 2).
     st, reply = http("POST", task_runner.url("/api/kill"), {"task_id": tid, "container_name": f"kohakuriver-task-{tid}"})
-    assert (st, reply) == (404, {"detail": f"Task {tid} not found."})
+    assert (st, reply) == (200, {"message": f"Task {tid} killed."})
     n = len(host.of_kind("heartbeat"))
     assert tid not in host.wait_for("heartbeat", count=n + 1, timeout=5)[-1].json()["running_tasks"]
 
