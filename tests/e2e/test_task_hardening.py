@@ -142,8 +142,11 @@ def test_kill_during_provisioning_cancels_the_image_load(host, make_runner, tmp_
     host.wait_for("update", pred=lambda r: r.json()["task_id"] == tid and r.json()["status"] == "pending")
     wait_until(lambda: "Loading" in runner.output(), what="load started")
     assert kill(runner, tid) == (200, {"message": f"Task {tid} killed."})
-    # Not after the 600 s sync timeout: the load is cancelled at once.
-    wait_until(lambda: tid not in next_heartbeat(host)["running_tasks"], timeout=20, what="killed task unlisted")
+    # Not after the 600 s sync timeout: the load is cancelled at once and
+    # the task's cleanup completes (it stays listed until then).
+    wait_until(lambda: f"Task {tid} ended after a kill" in runner.output(), timeout=20,
+               what="provisioning cancelled and the kill completed")
+    wait_until(lambda: tid not in next_heartbeat(host)["running_tasks"], timeout=10, what="killed task unlisted")
     assert statuses(host, tid) == ["pending"]
     assert not container_exists(f"kohakuriver-task-{tid}")
 
