@@ -22,6 +22,7 @@
 #include "store/outbox.hpp"
 #include "store/state_store.hpp"
 #include "tasks/task_manager.hpp"
+#include "vps/vps_manager.hpp"
 
 namespace kr::runner {
 
@@ -137,7 +138,14 @@ int run_runner(cli::RunnerLaunch& launch) {
   tasks::TaskManager task_manager(
       io.get_executor(),
       tasks::TaskManagerDeps{cfg, docker, *state, outbox, link.hostname(), numa_cpus, find_tunnel_client(cfg)});
-  running_tasks = [&] { return task_manager.running_task_ids(); };
+  vps::VpsManager vps_manager(io.get_executor(), vps::VpsManagerDeps{cfg, docker, *state, outbox, task_manager,
+                                                                     link.hostname(), find_tunnel_client(cfg)});
+  running_tasks = [&] {
+    auto ids = task_manager.running_task_ids();
+    auto vps_ids = vps_manager.running_vps_ids();
+    ids.insert(ids.end(), vps_ids.begin(), vps_ids.end());
+    return ids;
+  };
 
   api::Router router;
   router.add("GET", "/healthz", [&](api::HttpRequest&) -> asio::awaitable<api::HttpResponse> {
@@ -145,6 +153,7 @@ int run_runner(cli::RunnerLaunch& launch) {
                                                        outbox.pending(), state->health(),
                                                        task_manager.storage_failures()));
   });
+  vps_manager.add_routes(router);  // first: it wraps /api/kill|pause|resume for VPS ids
   task_manager.add_routes(router);
 
   api::HttpServer server(io, router);
@@ -158,6 +167,7 @@ int run_runner(cli::RunnerLaunch& launch) {
     server.stop();
     link.stop();
     task_manager.stop();
+    vps_manager.stop();
     docker.cancel_all();
     reporter.stop();
     // D7: give pending status reports a last chance (at most 5 s).
@@ -183,6 +193,7 @@ int run_runner(cli::RunnerLaunch& launch) {
   reporter.start();
   outbox.start();
   task_manager.start();
+  vps_manager.start();
   link.start();
   notify_systemd("READY=1");
 

@@ -52,10 +52,6 @@ std::vector<std::string_view> split(std::string_view s, char sep) {
   }
 }
 
-json bind_mount(std::string source, std::string target, bool read_only) {
-  return json{{"Type", "bind"}, {"Source", std::move(source)}, {"Target", std::move(target)}, {"ReadOnly", read_only}};
-}
-
 // Applies one option field of an ADDITIONAL_MOUNTS entry, with the docker
 // CLI's (case-sensitive) keys and its error texts.
 void apply_mount_option(json& m, std::string_view field, std::string_view spec) {
@@ -111,11 +107,26 @@ void apply_mount_option(json& m, std::string_view field, std::string_view spec) 
   }
 }
 
+}  // namespace
+
+json bind_mount(std::string source, std::string target, bool read_only) {
+  return json{{"Type", "bind"}, {"Source", std::move(source)}, {"Target", std::move(target)}, {"ReadOnly", read_only}};
+}
+
 std::string tunnel_url(std::string_view gateway, int port) {
   return "ws://" + std::string(gateway) + ":" + std::to_string(port);
 }
 
-}  // namespace
+json gpu_device_requests(const std::vector<int64_t>& gpu_ids) {
+  // What the CLI made of --gpus "device=0,1".
+  json ids = json::array();
+  for (auto g : gpu_ids) ids.push_back(std::to_string(g));
+  return json::array({json{{"Driver", ""},
+                           {"Count", 0},
+                           {"DeviceIDs", std::move(ids)},
+                           {"Capabilities", json::array({json::array({"gpu"})})},
+                           {"Options", json::object()}}});
+}
 
 std::string task_container_name(int64_t task_id) { return "kohakuriver-task-" + std::to_string(task_id); }
 
@@ -259,16 +270,7 @@ json build_task_create_body(const TaskRequest& req, const config::RunnerConfig& 
     host["NanoCpus"] = req.required_cores * kNanoPerCpu;  // --cpus N
   }
   if (int64_t mem = task_memory_limit(req.required_memory_bytes); mem > 0) host["Memory"] = mem;
-  if (!req.required_gpus.empty()) {
-    // What the CLI made of --gpus "device=0,1".
-    json ids = json::array();
-    for (auto g : req.required_gpus) ids.push_back(std::to_string(g));
-    host["DeviceRequests"] = json::array({json{{"Driver", ""},
-                                               {"Count", 0},
-                                               {"DeviceIDs", std::move(ids)},
-                                               {"Capabilities", json::array({json::array({"gpu"})})},
-                                               {"Options", json::object()}}});
-  }
+  if (!req.required_gpus.empty()) host["DeviceRequests"] = gpu_device_requests(req.required_gpus);
   if (req.target_numa_node_id) {
     // decisions.md NUMA Fix: bind with the cpuset instead of numactl inside
     // the image. A node outside the topology runs unbound, as upstream did.

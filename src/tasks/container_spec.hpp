@@ -82,6 +82,14 @@ std::vector<std::string> build_task_env(const TaskRequest& req, const config::Ru
 // else throws SpecError, as the docker CLI refused it.
 std::optional<nlohmann::json> parse_additional_mount(std::string_view spec, std::vector<std::string>* warnings);
 
+// Pieces shared with the VPS container spec (src/vps).
+// An Engine API bind mount object.
+nlohmann::json bind_mount(std::string source, std::string target, bool read_only);
+// KOHAKURIVER_TUNNEL_URL: "ws://<gateway>:<runner port>".
+std::string tunnel_url(std::string_view gateway, int port);
+// HostConfig.DeviceRequests for upstream's --gpus "device=<ids>".
+nlohmann::json gpu_device_requests(const std::vector<int64_t>& gpu_ids);
+
 // The create body (the container name goes in the `name` query parameter,
 // see task_container_name). Throws SpecError for invalid input. Non-fatal
 // findings (skipped mount entries, a NUMA node missing from the topology:

@@ -100,12 +100,16 @@ std::string build_task_script(std::string_view command, const std::vector<std::s
   std::string script = "exec " + inner + " > " + shell_quote(container_stdout) + " 2> " +
                        shell_quote(container_stderr);
   if (!tunnel) return script;
-  // Exact text of upstream's wrapper (§1.5.2): the client daemonises in a
-  // subshell, then `exec` still replaces the shell with the workload.
+  // The client daemonises in a subshell, then `exec` still replaces the
+  // shell with the workload.
+  return tunnel_wrapper_prefix() + " && " + script;
+}
+
+std::string tunnel_wrapper_prefix() {
+  // Exact text of upstream's wrapper (§1.5.2).
   return "(nohup " + std::string(kTunnelClientContainerPath) +
          " --runner-url \"$KOHAKURIVER_TUNNEL_URL\" --container-id \"$KOHAKURIVER_CONTAINER_ID\""
-         " --log-level info > /tmp/tunnel-client.log 2>&1 &) && sleep 0.1 && " +
-         script;
+         " --log-level info > /tmp/tunnel-client.log 2>&1 &) && sleep 0.1";
 }
 
 std::string python_strip(std::string_view s) {

@@ -24,6 +24,10 @@ std::string build_task_script(std::string_view command, const std::vector<std::s
                               std::string_view container_stdout, std::string_view container_stderr,
                               bool tunnel);
 
+// Upstream's tunnel-client start-up text (§1.5.2) without the trailing
+// " && "; task and VPS scripts append " && <script>" to it.
+std::string tunnel_wrapper_prefix();
+
 // Python `str.strip()` with no argument on UTF-8 text: removes leading and
 // trailing code points for which str.isspace() is true (ASCII and Unicode
 // spaces alike). Invalid UTF-8 at an edge is kept as is.

@@ -63,6 +63,12 @@ class TaskManager {
   boost::asio::awaitable<api::HttpResponse> list_images(api::HttpRequest& req);
   boost::asio::awaitable<api::HttpResponse> sync_image(api::HttpRequest& req);
 
+  // Shared with Docker VPS (src/vps): one provisioner, so the
+  // per-environment locks and timeouts cover both (R-SYNCLOCK).
+  ImageProvisioner& images() { return images_; }
+  // The container network (created on first use); its name.
+  boost::asio::awaitable<std::string> ensure_network();
+
  private:
   struct Task {
     int64_t id = 0;
@@ -101,7 +107,6 @@ class TaskManager {
   // removes its container.
   boost::asio::awaitable<void> finish(TaskPtr task, std::optional<nlohmann::json> final_report);
   boost::asio::awaitable<void> push_report(int64_t id, nlohmann::json report);
-  boost::asio::awaitable<std::string> ensure_network();
   boost::asio::awaitable<void> remove_container_quietly(std::string name);
 
   nlohmann::json report(int64_t id, const std::string& status, std::optional<int64_t> exit_code,

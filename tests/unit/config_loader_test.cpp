@@ -1,5 +1,6 @@
 // Loading runner_config.py files that are valid Python: defaults, the
 // shipped shapes, every literal form, warnings and overrides.
+#include "source_dir.hpp"
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -20,11 +21,7 @@ using kr::config::RunnerConfig;
 namespace {
 
 fs::path fixtures_dir() {
-#ifdef KR_SOURCE_DIR
-    return fs::path(KR_SOURCE_DIR) / "tests" / "fixtures" / "configs";
-#else
-    return fs::path(__FILE__).parent_path().parent_path() / "fixtures" / "configs";
-#endif
+    return fs::path(kr_source_dir()) / "tests" / "fixtures" / "configs";
 }
 
 RunnerConfig parse(std::string_view text) { return parse_config_text(text, "runner_config.py").config; }

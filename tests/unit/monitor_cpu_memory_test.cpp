@@ -1,5 +1,6 @@
 // /proc/stat, /proc/meminfo and CPU-count readers against the recorded H100
 // node and synthetic inputs (psutil semantics).
+#include "source_dir.hpp"
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -17,7 +18,7 @@ using namespace kr::monitor;
 
 namespace {
 
-fs::path fixture(const std::string& name) { return fs::path(KR_SOURCE_DIR) / "tests/fixtures" / name; }
+fs::path fixture(const std::string& name) { return fs::path(kr_source_dir()) / "tests/fixtures" / name; }
 
 using kr::monitor::testing::TempTree;
 

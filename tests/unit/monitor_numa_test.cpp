@@ -1,4 +1,5 @@
 // NUMA topology from sysfs in upstream's numactl-derived shape.
+#include "source_dir.hpp"
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -12,7 +13,7 @@ using namespace kr::monitor;
 using nlohmann::json;
 
 namespace {
-fs::path fixture(const std::string& name) { return fs::path(KR_SOURCE_DIR) / "tests/fixtures" / name / "root"; }
+fs::path fixture(const std::string& name) { return fs::path(kr_source_dir()) / "tests/fixtures" / name / "root"; }
 
 std::vector<int> range(int lo, int hi) {  // [lo, hi]
   std::vector<int> v(hi - lo + 1);

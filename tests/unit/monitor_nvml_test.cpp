@@ -1,5 +1,6 @@
 // NVML -> gpu_info mapping with a fake function table, checked against the
 // recorded H100 node (upstream-style.json) and upstream's -1 rules.
+#include "source_dir.hpp"
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -21,7 +22,7 @@ using nlohmann::json;
 
 namespace {
 
-fs::path fixture(const std::string& rel) { return fs::path(KR_SOURCE_DIR) / "tests/fixtures" / rel; }
+fs::path fixture(const std::string& rel) { return fs::path(kr_source_dir()) / "tests/fixtures" / rel; }
 
 // Values a fake GPU answers with; nullopt -> NVML_ERROR_NOT_SUPPORTED.
 struct FakeGpu {

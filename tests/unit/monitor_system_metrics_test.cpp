@@ -1,4 +1,5 @@
 // The heartbeat's system metrics facade over recorded trees.
+#include "source_dir.hpp"
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -12,7 +13,7 @@ using namespace kr::monitor;
 using nlohmann::json;
 
 namespace {
-fs::path fixture(const std::string& rel) { return fs::path(KR_SOURCE_DIR) / "tests/fixtures" / rel; }
+fs::path fixture(const std::string& rel) { return fs::path(kr_source_dir()) / "tests/fixtures" / rel; }
 }  // namespace
 
 TEST(MonitorSystemMetrics, RecordedH100Node) {

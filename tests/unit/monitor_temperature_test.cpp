@@ -1,4 +1,5 @@
 // CPU temperature discovery (decision D-TEMP: all CPU sensors).
+#include "source_dir.hpp"
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -14,7 +15,7 @@ using namespace kr::monitor;
 
 namespace {
 
-fs::path fixture(const std::string& name) { return fs::path(KR_SOURCE_DIR) / "tests/fixtures" / name / "root"; }
+fs::path fixture(const std::string& name) { return fs::path(kr_source_dir()) / "tests/fixtures" / name / "root"; }
 
 using kr::monitor::testing::TempTree;
 

@@ -1,4 +1,5 @@
 // VM capability (decision V1) and VFIO GPU discovery over recorded trees.
+#include "source_dir.hpp"
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -16,7 +17,7 @@ using nlohmann::json;
 
 namespace {
 
-fs::path fixture(const std::string& name) { return fs::path(KR_SOURCE_DIR) / "tests/fixtures" / name / "root"; }
+fs::path fixture(const std::string& name) { return fs::path(kr_source_dir()) / "tests/fixtures" / name / "root"; }
 
 struct TempTree : kr::monitor::testing::TempTree {
   void tool(const std::string& name) const {

@@ -1,0 +1,242 @@
+"""End-to-end tests of Docker VPS: the real binary, the real Docker Engine,
+a real `ssh` client and the fixture host (execution.md §3–4; decisions
+D17–D19, D-PKGMGR, S-KEYINJ, S-SSHCFG, D-SSHPORT, R-STALEPORT, R-VPSKILL,
+R-VPSSTOP, R-SNAPSEC, "VPS sshd setup")."""
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+
+from taskutil import docker, http, new_task_id, statuses, wait_until
+from vpsutil import (BUSYBOX, DEBIAN, cleanup_vps, create, make_key, ssh, ssh_until, vps_body)
+
+IDS = []
+
+
+@pytest.fixture(autouse=True)
+def clean():
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        pytest.fail("Docker Engine is not reachable: the VPS tests need dockerd (scripts/ensure-dockerd.sh)")
+    if docker("image", "inspect", DEBIAN, check=False).returncode != 0:
+        pytest.fail(f"test image {DEBIAN} missing: run tests/images/build-debian-image.sh (scripts/test.sh does)")
+    cleanup_vps()
+    yield
+    cleanup_vps(IDS)
+    IDS.clear()
+
+
+def tid():
+    t = new_task_id()
+    IDS.append(t)
+    return t
+
+
+@pytest.fixture
+def vps_runner(host, make_runner, tmp_path):
+    def start(**overrides):
+        (tmp_path / "share").mkdir(exist_ok=True)
+        (tmp_path / "local").mkdir(exist_ok=True)
+        runner = make_runner(host, HEARTBEAT_INTERVAL_SECONDS=1, TUNNEL_ENABLED=False, **overrides)
+        runner.wait_listening()
+        host.wait_for("register", timeout=10)
+        return runner
+    return start
+
+
+def running_report(host, task_id, timeout=60):
+    host.wait_for("update", timeout=timeout,
+                  pred=lambda r: r.json()["task_id"] == task_id and r.json()["status"] in ("running", "failed"))
+    return [u for u in host.updates_for(task_id) if u["status"] in ("running", "failed")][-1]
+
+
+def heartbeat_ids(host, timeout=5):
+    n = len(host.of_kind("heartbeat"))
+    host.wait_for("heartbeat", count=n + 1, timeout=timeout)
+    return host.of_kind("heartbeat")[-1].json()["running_tasks"]
+
+
+def in_container(task_id, *cmd):
+    return docker("exec", f"kohakuriver-vps-{task_id}", *cmd, check=False)
+
+
+def test_ssh_login_in_upload_generate_and_none_modes(host, vps_runner, tmp_path):
+    runner = vps_runner()
+    key, pub = make_key(tmp_path)
+    cases = [(tid(), "upload", pub), (tid(), "generate", pub), (tid(), "none", None)]
+    for t, mode, k in cases:
+        reply = create(runner, vps_body(t, mode, k))
+        assert set(reply) == {"success", "ssh_port", "container_name"}
+        assert reply["success"] is True and reply["container_name"] == f"kohakuriver-vps-{t}"
+        port = reply["ssh_port"]
+        assert isinstance(port, int) and port > 0
+        assert t in heartbeat_ids(host)
+        r = running_report(host, t)
+        assert statuses(host, t) == ["pending", "running"]
+        assert r["ssh_port"] == port and r["started_at"] and r["completed_at"] is None
+        out = ssh_until(port, "echo logged-in-$(id -u)", key if k else None)
+        assert out.stdout.strip() == "logged-in-0"
+        # sshd was in the image: no package manager ran.
+        logs = docker("logs", f"kohakuriver-vps-{t}", check=False)
+        assert "installing openssh" not in logs.stdout + logs.stderr
+        info = json.loads(docker("inspect", f"kohakuriver-vps-{t}").stdout)[0]
+        assert info["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+        assert info["Config"]["Labels"]["kohakuriver.kind"] == "vps"
+    # Key modes refuse logins without the key.
+    t_up = cases[0][0]
+    port_up = [u for u in host.updates_for(t_up) if u["status"] == "running"][-1]["ssh_port"]
+    assert ssh(port_up, "true").returncode != 0
+    assert "passwordauthentication no" in in_container(t_up, "/usr/sbin/sshd", "-T").stdout
+
+
+def test_disabled_mode_on_image_without_sshd(host, vps_runner):
+    runner = vps_runner()
+    t = tid()
+    reply = create(runner, vps_body(t, "disabled", image=BUSYBOX))
+    assert reply == {"success": True, "ssh_port": 0, "container_name": f"kohakuriver-vps-{t}"}
+    assert running_report(host, t)["ssh_port"] == 0
+    info = json.loads(docker("inspect", f"kohakuriver-vps-{t}").stdout)[0]
+    assert info["State"]["Running"] and not info["HostConfig"].get("PortBindings")
+    start = time.monotonic()
+    status, body = http("POST", runner.url(f"/api/vps/stop/{t}"), timeout=60)
+    assert (status, body) == (200, {"message": f"VPS {t} stopped."})
+    assert time.monotonic() - start < 8, "TERM must end a disabled VPS at once"
+    assert docker("inspect", f"kohakuriver-vps-{t}", check=False).returncode != 0
+    assert t not in heartbeat_ids(host)
+
+
+def test_bad_mode_or_missing_key_is_json_400_and_failed_report(host, vps_runner):
+    runner = vps_runner()
+    for mode, key in (("password", None), ("upload", None), ("generate", "  ")):
+        t = tid()
+        status, body = http("POST", runner.url("/api/vps/create"), vps_body(t, mode, key))
+        assert status == 400 and isinstance(body, dict) and "detail" in body, (status, body)
+        host.wait_for("update", pred=lambda r, t=t: r.json()["task_id"] == t and r.json()["status"] == "failed")
+        assert docker("inspect", f"kohakuriver-vps-{t}", check=False).returncode != 0
+    status, body = http("POST", runner.url("/api/vps/create"), {"task_id": 1})
+    assert status == 422 and isinstance(body["detail"], list)
+    status, body = http("POST", runner.url("/api/vps/create"), vps_body(tid(), "none", vps_backend="qemu"))
+    assert status == 500 and "qemu" in body["detail"]
+
+
+def test_pause_resume_and_kill(host, vps_runner):
+    runner = vps_runner()
+    t = tid()
+    create(runner, vps_body(t, "none"))
+    name = f"kohakuriver-vps-{t}"
+    paused = lambda: json.loads(docker("inspect", name).stdout)[0]["State"]["Paused"]  # noqa: E731
+    ctl = {"task_id": t, "container_name": name}
+    assert http("POST", runner.url("/api/pause"), ctl) == (200, {"message": f"Task {t} paused."})
+    assert paused()
+    assert http("POST", runner.url("/api/resume"), ctl) == (200, {"message": f"Task {t} resumed."})
+    assert not paused()
+    assert http("POST", runner.url(f"/api/vps/pause/{t}")) == (200, {"message": f"VPS {t} paused."})
+    assert paused()
+    assert http("POST", runner.url(f"/api/vps/resume/{t}")) == (200, {"message": f"VPS {t} resumed."})
+    assert http("POST", runner.url("/api/vps/pause/123")) == (404, {"detail": "VPS 123 not found."})
+    n_updates = len(host.updates_for(t))
+    # R-VPSKILL: /api/kill removes the VPS container.
+    assert http("POST", runner.url("/api/kill"), ctl) == (200, {"message": f"Task {t} killed."})
+    wait_until(lambda: docker("inspect", name, check=False).returncode != 0, timeout=20, what="container removed")
+    wait_until(lambda: t not in heartbeat_ids(host), timeout=10, what="id dropped from heartbeat")
+    assert len(host.updates_for(t)) == n_updates  # no report after a kill
+    assert http("POST", runner.url(f"/api/vps/stop/{t}"))[0] == 404
+
+
+def test_stop_then_restart_restores_snapshot_and_stays_key_only(host, vps_runner, tmp_path):
+    runner = vps_runner()
+    key, pub = make_key(tmp_path)
+    t = tid()
+    port = create(runner, vps_body(t, "upload", pub))["ssh_port"]
+    ssh_until(port, "echo kept-data > /root/marker.txt", key)
+    status, body = http("POST", runner.url(f"/api/vps/stop/{t}"), timeout=120)
+    assert (status, body) == (200, {"message": f"VPS {t} stopped."})
+    status, listing = http("GET", runner.url(f"/api/vps/snapshots/{t}"))
+    assert status == 200 and listing["count"] == 1
+    assert listing["snapshots"][0]["tag"].startswith(f"kohakuriver-snapshot/vps-{t}:")
+    # The host's restart: a fresh create with the same id and mode none.
+    reply = create(runner, vps_body(t, "none", None))
+    port2 = reply["ssh_port"]
+    out = ssh_until(port2, "cat /root/marker.txt", key)
+    assert out.stdout.strip() == "kept-data"
+    assert "passwordauthentication no" in in_container(t, "/usr/sbin/sshd", "-T").stdout
+    # No empty-password ("none") or password login.
+    refused = ssh(port2, "true", None, extra=("-o", "PreferredAuthentications=none,password"))
+    assert refused.returncode != 0
+    cfg = in_container(t, "cat", "/etc/ssh/sshd_config").stdout
+    assert cfg.count("# BEGIN kohakuriver") == 1
+    # The same setup again on a container restart (Docker restart policy
+    # path): still one managed block, still reachable.
+    docker("restart", f"kohakuriver-vps-{t}")
+    wait_until(lambda: [u for u in host.updates_for(t) if u["status"] == "running"][-1]["ssh_port"]
+               == int(docker("port", f"kohakuriver-vps-{t}", "22/tcp").stdout.splitlines()[0].rsplit(":", 1)[1]),
+               timeout=20, what="port after docker restart reported")
+    port3 = [u for u in host.updates_for(t) if u["status"] == "running"][-1]["ssh_port"]
+    ssh_until(port3, "true", key)
+    assert in_container(t, "cat", "/etc/ssh/sshd_config").stdout.count("# BEGIN kohakuriver") == 1
+    # Stop is idempotent for a container that vanished (R-VPSSTOP).
+    docker("rm", "-f", f"kohakuriver-vps-{t}")
+    time.sleep(0.5)
+    status, _ = http("POST", runner.url(f"/api/vps/stop/{t}"), timeout=60)
+    assert status in (200, 404)
+
+
+def test_snapshot_api_unique_tags_and_pruning(host, vps_runner):
+    runner = vps_runner(MAX_SNAPSHOTS_PER_VPS=2, AUTO_SNAPSHOT_ON_STOP=False)
+    t = tid()
+    create(runner, vps_body(t, "disabled", image=BUSYBOX))
+    assert http("POST", runner.url(f"/api/vps/snapshots/{t}/latest"))[0] == 405
+    assert http("GET", runner.url(f"/api/vps/snapshots/{t}/latest")) == \
+        (404, {"detail": f"No snapshots found for VPS {t}."})
+    tags = []
+    for i in range(3):  # within about one second: tags must still differ
+        status, body = http("POST", runner.url(f"/api/vps/snapshots/{t}"), {"message": f"m{i}"} if i else None,
+                            timeout=60)
+        assert status == 200 and body["message"] == f"Snapshot created for VPS {t}", body
+        tags.append(body["tag"])
+    assert len(set(tags)) == 3
+    status, listing = http("GET", runner.url(f"/api/vps/snapshots/{t}"))
+    assert listing["count"] == 2 and [s["tag"] for s in listing["snapshots"]] == tags[:0:-1]
+    for s in listing["snapshots"]:
+        assert set(s) == {"tag", "task_id", "timestamp", "size", "created_at"} and s["task_id"] == t
+    assert http("GET", runner.url(f"/api/vps/snapshots/{t}/latest")) == (200, {"task_id": t, "tag": tags[-1]})
+    ts = tags[1].rsplit(":", 1)[1]
+    assert http("DELETE", runner.url(f"/api/vps/snapshots/{t}/{ts}")) == \
+        (200, {"message": f"Snapshot {ts} deleted for VPS {t}"})
+    assert http("DELETE", runner.url(f"/api/vps/snapshots/{t}/{ts}")) == \
+        (404, {"detail": "Snapshot not found or failed to delete."})
+    assert http("DELETE", runner.url(f"/api/vps/snapshots/{t}")) == \
+        (200, {"message": f"Deleted 1 snapshot(s) for VPS {t}", "deleted_count": 1})
+    assert http("POST", runner.url("/api/vps/snapshots/999")) == \
+        (404, {"detail": "VPS 999 is not running on this node."})
+    assert http("GET", runner.url("/api/vps/snapshots/abc"))[0] == 422
+
+
+def test_kill9_with_two_vps_then_restart_adopts_both(host, vps_runner, make_runner, tmp_path):
+    runner = vps_runner()
+    key, pub = make_key(tmp_path)
+    ts = [tid(), tid()]
+    for t in ts:
+        create(runner, vps_body(t, "upload", pub))
+    runner.stop(sig=signal.SIGKILL)
+    restarted = make_runner(host, HEARTBEAT_INTERVAL_SECONDS=1, TUNNEL_ENABLED=False, RUNNER_PORT=runner.port)
+    restarted.wait_listening()
+    for t in ts:
+        host.wait_for("update", timeout=30, pred=lambda r, t=t: r.json()["task_id"] == t and
+                      r.json()["message"] == "VPS recovered after runner restart")
+        rec = [u for u in host.updates_for(t) if u["message"] == "VPS recovered after runner restart"][-1]
+        assert rec["status"] == "running" and rec["ssh_port"] > 0
+        ssh_until(rec["ssh_port"], "true", key)
+    wait_until(lambda: set(ts) <= set(heartbeat_ids(host)), timeout=10, what="both ids in heartbeat")
+    # A VPS whose container vanished while the runner was down.
+    restarted.stop(sig=signal.SIGTERM)
+    docker("rm", "-f", f"kohakuriver-vps-{ts[0]}")
+    third = make_runner(host, HEARTBEAT_INTERVAL_SECONDS=1, TUNNEL_ENABLED=False, RUNNER_PORT=runner.port)
+    third.wait_listening()
+    host.wait_for("update", timeout=30, pred=lambda r: r.json()["task_id"] == ts[0] and r.json()["status"] == "stopped")
+    gone = [u for u in host.updates_for(ts[0]) if u["status"] == "stopped"][-1]
+    assert gone["exit_code"] == -1
+    assert gone["message"] == "Container not found on runner startup (runner may have restarted)."
+    wait_until(lambda: ts[0] not in heartbeat_ids(host) and ts[1] in heartbeat_ids(host), timeout=10,
+               what="heartbeat after the vanished VPS")

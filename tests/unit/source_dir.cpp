@@ -1,0 +1,3 @@
+#include "source_dir.hpp"
+
+const char* kr_source_dir() { return KR_SOURCE_DIR; }
