@@ -3,6 +3,7 @@ host does, and inspecting what Docker really did (the tests may use the
 docker CLI; the runner never does)."""
 import json
 import random
+import socket
 import subprocess
 import time
 import urllib.error
@@ -94,6 +95,10 @@ def wait_until(pred, timeout=30, step=0.1, what="condition"):
 
 
 def remove_task_containers():
-    ids = docker("ps", "-aq", "--filter", "name=kohakuriver-task-", check=False).stdout.split()
+    # Only this test session's containers: the runner labels them with its
+    # node name, which /work/wt/e2e.sh makes unique per worktree. Other
+    # sessions' tasks on the shared dockerd are left alone.
+    ids = docker("ps", "-aq", "--filter", "name=kohakuriver-task-",
+                 "--filter", f"label=kohakuriver.node={socket.gethostname()}", check=False).stdout.split()
     if ids:
         docker("rm", "-f", *ids, check=False)
