@@ -27,6 +27,11 @@ if ! python3 -c 'import pytest' >/dev/null 2>&1 && [ "${1:-}" = "--test" ]; then
   missing+=(python3-pytest)
 fi
 
+# WebSocket client for the terminal/filesystem-watch e2e tests.
+if ! python3 -c 'import websocket' >/dev/null 2>&1 && [ "${1:-}" = "--test" ]; then
+  missing+=(python3-websocket)
+fi
+
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

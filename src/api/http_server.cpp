@@ -9,7 +9,10 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
 #include <spdlog/spdlog.h>
+
+#include "api/ws_upgrade.hpp"
 
 namespace kr::api {
 
@@ -90,6 +93,14 @@ struct HttpServer::Impl {
       stream.expires_never();
       auto& req = parser.get();
       HttpRequest hreq = to_request(req, remote);
+      if (beast::websocket::is_upgrade(req)) {
+        // WebSocket routes (api/websocket.hpp) take the connection over.
+        if (const WsRoute* ws = router.match_websocket(hreq.path, hreq.path_params)) {
+          co_await detail::serve_websocket(std::move(stream), parser.release(), std::move(hreq), *ws, *it);
+          open.erase(it);
+          co_return;
+        }
+      }
       HttpResponse hres = co_await router.dispatch(hreq);
       bool keep = req.keep_alive() && !stopping;
       http::response<http::string_body> res{static_cast<http::status>(hres.status), req.version()};

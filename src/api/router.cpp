@@ -8,6 +8,21 @@ void Router::add(std::string method, std::string pattern, RouteHandler handler) 
   routes_.push_back(Route{std::move(method), split(pattern), std::move(handler)});
 }
 
+void Router::add_websocket(std::string pattern, WsHandler handler, WsOptions options) {
+  ws_routes_.push_back(WsEntry{split(pattern), WsRoute{std::move(handler), std::move(options)}});
+}
+
+const WsRoute* Router::match_websocket(const std::string& path, std::map<std::string, std::string>& params) const {
+  auto segs = split(path);
+  for (const auto& e : ws_routes_) {
+    Route probe{"", e.segments, {}};
+    params.clear();
+    if (match_segments(probe, segs, &params)) return &e.route;
+  }
+  params.clear();
+  return nullptr;
+}
+
 std::vector<std::string> Router::split(const std::string& path) {
   std::vector<std::string> out;
   size_t i = 0;

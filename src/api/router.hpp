@@ -9,6 +9,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include "api/http_types.hpp"
+#include "api/websocket.hpp"
 
 namespace kr::api {
 
@@ -31,6 +32,13 @@ class Router {
   // Resolves and runs the handler, producing the framework error responses.
   boost::asio::awaitable<HttpResponse> dispatch(HttpRequest& req) const;
 
+  // WebSocket endpoints (api/websocket.hpp). An upgrade request whose path
+  // matches one is served as a WebSocket; any other request goes to the
+  // HTTP routes as usual.
+  void add_websocket(std::string pattern, WsHandler handler, WsOptions options = {});
+  // The route for `path` (fills `params`), or nullptr.
+  const WsRoute* match_websocket(const std::string& path, std::map<std::string, std::string>& params) const;
+
  private:
   struct Route {
     std::string method;
@@ -41,6 +49,11 @@ class Router {
   static bool match_segments(const Route& r, const std::vector<std::string>& segs,
                              std::map<std::string, std::string>* params);
   std::vector<Route> routes_;
+  struct WsEntry {
+    std::vector<std::string> segments;
+    WsRoute route;
+  };
+  std::vector<WsEntry> ws_routes_;
 };
 
 std::string percent_decode(std::string_view s, bool plus_is_space);

@@ -15,6 +15,7 @@
 #include "api/http_server.hpp"
 #include "api/router.hpp"
 #include "docker/docker_client.hpp"
+#include "fs/fs_service.hpp"
 #include "host_link/host_link.hpp"
 #include "runner/node_reporter.hpp"
 #include "runner/sd_notify.hpp"
@@ -22,6 +23,7 @@
 #include "store/outbox.hpp"
 #include "store/state_store.hpp"
 #include "tasks/task_manager.hpp"
+#include "terminal/terminal_service.hpp"
 #include "vps/vps_manager.hpp"
 
 namespace kr::runner {
@@ -155,6 +157,10 @@ int run_runner(cli::RunnerLaunch& launch) {
   });
   vps_manager.add_routes(router);  // first: it wraps /api/kill|pause|resume for VPS ids
   task_manager.add_routes(router);
+  fs::FsService fs_service(docker, *state);
+  fs_service.add_routes(router);
+  terminal::TerminalService terminal_service(docker, *state);
+  terminal_service.add_routes(router);
 
   api::HttpServer server(io, router);
   // Installed before listening and before READY=1, so a SIGTERM that

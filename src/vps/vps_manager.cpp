@@ -52,6 +52,8 @@ std::vector<int64_t> VpsManager::running_vps_ids() const {
   std::vector<int64_t> ids;
   for (const auto& [id, v] : vps_)
     if (!v->killed) ids.push_back(id);
+  if (vm_)
+    for (auto id : vm_->running_ids()) ids.push_back(id);
   return ids;
 }
 
@@ -391,9 +393,11 @@ asio::awaitable<HttpResponse> VpsManager::control(HttpRequest& req, std::string 
   auto parsed = tasks::parse_task_control(req.body);
   const tasks::TaskControl* ctl = std::get_if<tasks::TaskControl>(&parsed);
   // Issue 6 item 8: any managed spelling of this same id designates the
-  // VPS's own container (the host sends kohakuriver-vps-<id> for VMs too);
-  // mismatches get the task handler's 422.
-  if (!ctl || !vps_.count(ctl->task_id) || docker::managed_container_id(ctl->container_name) != ctl->task_id)
+  // VM's / VPS's own container (the host sends kohakuriver-vps-<id> for VMs
+  // too); mismatches get the task handler's 422.
+  const bool same_id = ctl && docker::managed_container_id(ctl->container_name) == ctl->task_id;
+  if (same_id && vm_ && vm_->owns(ctl->task_id)) co_return co_await vm_->control(ctl->task_id, action);
+  if (!same_id || !vps_.count(ctl->task_id))
     co_return co_await deps_.tasks.control(req, action);
   const int64_t id = ctl->task_id;
   const std::string id_text = std::to_string(id);

@@ -39,7 +39,12 @@ class VmBackend {
   // The whole create (reports, store row); `body` is the raw request.
   virtual boost::asio::awaitable<api::HttpResponse> create(VpsRequest rq, std::string body) = 0;
   virtual boost::asio::awaitable<api::HttpResponse> stop(int64_t task_id) = 0;
+  // /api/kill|pause|resume for a VM id (D17: kill stops the VM); `action`
+  // is "kill", "pause" or "resume".
+  virtual boost::asio::awaitable<api::HttpResponse> control(int64_t task_id, std::string action) = 0;
   virtual bool owns(int64_t task_id) const = 0;
+  // Listed in heartbeat running_tasks with the Docker VPS ids.
+  virtual std::vector<int64_t> running_ids() const = 0;
 };
 
 struct VpsManagerDeps {

@@ -51,6 +51,11 @@ def running_report(host, task_id, timeout=60):
     return [u for u in host.updates_for(task_id) if u["status"] in ("running", "failed")][-1]
 
 
+def last_port(host, task_id):
+    ups = [u for u in host.updates_for(task_id) if u["status"] == "running"]
+    return ups[-1]["ssh_port"] if ups else None
+
+
 def heartbeat_ids(host, timeout=5):
     n = len(host.of_kind("heartbeat"))
     host.wait_for("heartbeat", count=n + 1, timeout=timeout)
@@ -135,6 +140,7 @@ def test_pause_resume_and_kill(host, vps_runner):
     assert paused()
     assert http("POST", runner.url(f"/api/vps/resume/{t}")) == (200, {"message": f"VPS {t} resumed."})
     assert http("POST", runner.url("/api/vps/pause/123")) == (404, {"detail": "VPS 123 not found."})
+    running_report(host, t)
     n_updates = len(host.updates_for(t))
     # R-VPSKILL: /api/kill removes the VPS container.
     assert http("POST", runner.url("/api/kill"), ctl) == (200, {"message": f"Task {t} killed."})
@@ -169,17 +175,29 @@ def test_stop_then_restart_restores_snapshot_and_stays_key_only(host, vps_runner
     # The same setup again on a container restart (Docker restart policy
     # path): still one managed block, still reachable.
     docker("restart", f"kohakuriver-vps-{t}")
-    wait_until(lambda: [u for u in host.updates_for(t) if u["status"] == "running"][-1]["ssh_port"]
-               == int(docker("port", f"kohakuriver-vps-{t}", "22/tcp").stdout.splitlines()[0].rsplit(":", 1)[1]),
+    wait_until(lambda: last_port(host, t) == int(docker("port", f"kohakuriver-vps-{t}", "22/tcp").stdout
+                                                  .splitlines()[0].rsplit(":", 1)[1]),
                timeout=20, what="port after docker restart reported")
-    port3 = [u for u in host.updates_for(t) if u["status"] == "running"][-1]["ssh_port"]
+    port3 = last_port(host, t)
     ssh_until(port3, "true", key)
     assert in_container(t, "cat", "/etc/ssh/sshd_config").stdout.count("# BEGIN kohakuriver") == 1
-    # Stop is idempotent for a container that vanished (R-VPSSTOP).
+    # R-VPSSTOP: the container is gone under its name (renamed: no destroy
+    # event), the stop still succeeds and the id is released.
+    docker("rename", f"kohakuriver-vps-{t}", f"kohakuriver-vps-renamed-{t}")
+    status, body = http("POST", runner.url(f"/api/vps/stop/{t}"), {}, timeout=60)
+    assert (status, body) == (200, {"message": f"VPS {t} stopped."})
+    assert http("POST", runner.url(f"/api/vps/stop/{t}"))[0] == 404
+
+
+def test_container_removed_behind_the_runner_is_reported(host, vps_runner):
+    runner = vps_runner(AUTO_SNAPSHOT_ON_STOP=False)
+    t = tid()
+    create(runner, vps_body(t, "disabled", image=BUSYBOX))
     docker("rm", "-f", f"kohakuriver-vps-{t}")
-    time.sleep(0.5)
-    status, _ = http("POST", runner.url(f"/api/vps/stop/{t}"), timeout=60)
-    assert status in (200, 404)
+    host.wait_for("update", timeout=20, pred=lambda r: r.json()["task_id"] == t and r.json()["status"] == "stopped")
+    gone = [u for u in host.updates_for(t) if u["status"] == "stopped"][-1]
+    assert gone["exit_code"] == -1 and gone["message"] == "Container removed outside the runner."
+    wait_until(lambda: t not in heartbeat_ids(host), timeout=10, what="id dropped from heartbeat")
 
 
 def test_snapshot_api_unique_tags_and_pruning(host, vps_runner):
@@ -240,3 +258,38 @@ def test_kill9_with_two_vps_then_restart_adopts_both(host, vps_runner, make_runn
     assert gone["message"] == "Container not found on runner startup (runner may have restarted)."
     wait_until(lambda: ts[0] not in heartbeat_ids(host) and ts[1] in heartbeat_ids(host), timeout=10,
                what="heartbeat after the vanished VPS")
+
+
+def test_image_sources_tarball_env_null_container_name_and_failures(host, vps_runner, tmp_path):
+    """Environment tarball through the task path's provisioner, a registry
+    image with container_name null (D13), and provisioning failures."""
+    from test_image_sync import make_env_image, save
+    tars = tmp_path / "tars"
+    tars.mkdir()
+    runner = vps_runner(CONTAINER_TAR_DIR=str(tars))
+    env = f"krvpsenv{tid() % 100000}"
+    src = f"krtest/{env}:1"
+    try:
+        created = make_env_image(src, f"vps-{env}", tmp_path)
+        save(src, tars / f"{env}-{created + 100}.tar")
+        t = tid()
+        reply = create(runner, vps_body(t, "disabled", image=None, container_name=env))
+        assert reply["success"] is True
+        info = json.loads(docker("inspect", f"kohakuriver-vps-{t}").stdout)[0]
+        assert info["Config"]["Image"] == f"kohakuriver/{env}:base"
+        assert in_container(t, "cat", "/marker").stdout == f"vps-{env}"
+        t2 = tid()
+        assert create(runner, vps_body(t2, "disabled", image=BUSYBOX, container_name=None))["success"] is True
+        t3 = tid()
+        status, body = http("POST", runner.url("/api/vps/create"),
+                            vps_body(t3, "disabled", image=None, container_name="krvps-no-such-env"), timeout=60)
+        msg = "Docker image sync failed for container 'krvps-no-such-env'"
+        assert (status, body) == (500, {"detail": msg})
+        # The report goes through the outbox: delivered shortly after.
+        host.wait_for("update", timeout=10, pred=lambda r: r.json()["task_id"] == t3 and r.json()["status"] == "failed")
+        failed = [u for u in host.updates_for(t3) if u["status"] == "failed"]
+        assert failed[-1]["message"] == msg and failed[-1]["completed_at"]
+        assert t3 not in heartbeat_ids(host)
+    finally:
+        cleanup_vps()
+        docker("rmi", "-f", src, f"kohakuriver/{env}:base", check=False)

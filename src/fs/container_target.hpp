@@ -1,0 +1,40 @@
+#pragma once
+// Which container a filesystem/terminal/watch request for a task id talks
+// to (execution.md §6.1 "Task resolution", §7.1 steps 2–4): the runner's
+// store record, then the container's state from Docker.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+
+namespace kr::docker {
+class DockerClient;
+}
+namespace kr::store {
+class StateStore;
+}
+
+namespace kr::fs {
+
+struct ContainerTarget {
+  std::int64_t task_id = 0;
+  std::string container;            // Docker container name
+  std::vector<std::string> mounts;  // mount destinations inside the container
+};
+
+struct TargetLookup {
+  std::optional<ContainerTarget> target;
+  // When there is no target: the HTTP status upstream answers with, the
+  // message text, and whether it was a Docker connection failure (the
+  // terminal closes those with 1011 instead of 1008).
+  int status = 0;
+  std::string message;
+  bool docker_unreachable = false;
+};
+
+boost::asio::awaitable<TargetLookup> resolve_container(store::StateStore& store, docker::DockerClient& docker,
+                                                       std::int64_t task_id);
+
+}  // namespace kr::fs

@@ -1,0 +1,199 @@
+#include "terminal/terminal_service.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "api/validation.hpp"
+#include "common/join.hpp"
+#include "common/utf8.hpp"
+#include "docker/docker_error.hpp"
+#include "docker/exec.hpp"
+#include "fs/container_target.hpp"
+
+namespace kr::terminal {
+
+namespace asio = boost::asio;
+using json = nlohmann::json;
+using docker::DockerError;
+
+namespace {
+
+constexpr std::size_t kReadChunk = 4096;
+constexpr auto kFirstMessageWait = std::chrono::milliseconds(2000);
+const char* const kShells[] = {"/bin/bash", "/bin/sh"};
+
+std::string frame(const char* type, const std::string& data) {
+  json j = json::object();
+  j["type"] = type;
+  j["data"] = data;
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+struct Shared {
+  std::shared_ptr<docker::ExecStream> stream;
+  bool first_message_seen = false;
+  std::shared_ptr<DoneFlag> pump_done = std::make_shared<DoneFlag>();
+};
+
+// Shell output -> "output" frames. Starts after the first client message
+// (so an initial resize applies before the prompt) or 2 s, like upstream.
+asio::awaitable<void> pump_output(api::WebSocket* ws, std::shared_ptr<Shared> sh) {
+  const auto start = std::chrono::steady_clock::now();
+  asio::steady_timer t(co_await asio::this_coro::executor);
+  while (!sh->first_message_seen && std::chrono::steady_clock::now() - start < kFirstMessageWait &&
+         ws->is_open()) {
+    t.expires_after(std::chrono::milliseconds(10));
+    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  bool ok = co_await ws->send(frame("output", ""));  // ready acknowledgement
+  Utf8StreamDecoder utf8;
+  while (ok) {
+    std::string chunk = co_await sh->stream->read_some(kReadChunk);
+    if (chunk.empty()) break;
+    std::string text = utf8.feed(chunk);
+    if (!text.empty()) ok = co_await ws->send(frame("output", text));
+  }
+  std::string rest = utf8.finish();
+  if (ok && !rest.empty()) co_await ws->send(frame("output", rest));
+  // The shell ended: end the session (this also ends the client loop).
+  if (ws->is_open()) co_await ws->close(api::ws_close::kNormal, {});
+  sh->pump_done->done = true;
+}
+
+// Returns false when the message's shape ends the session (upstream's
+// validation error).
+asio::awaitable<bool> handle_client_message(docker::DockerClient& docker, const std::string& exec_id,
+                                            Shared& sh, const api::WsMessage& m) {
+  if (m.binary) co_return true;  // not part of the protocol; ignored
+  auto j = json::parse(m.data, nullptr, false);
+  if (j.is_discarded()) co_return true;  // invalid JSON is ignored (§7.2)
+  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) co_return false;
+  const std::string type = j["type"].get<std::string>();
+  if (type == "input") {
+    if (j.contains("data") && j["data"].is_string() && !j["data"].get_ref<const std::string&>().empty()) {
+      const std::string data = j["data"].get<std::string>();
+      co_await sh.stream->write(data);
+    }
+  } else if (type == "resize") {
+    auto num = [&](const char* k) -> int {
+      if (!j.contains(k)) return 0;
+      const auto& v = j[k];
+      if (v.is_number_integer()) return static_cast<int>(std::clamp<std::int64_t>(v.get<std::int64_t>(), 0, 10000));
+      return 0;
+    };
+    const int rows = num("rows"), cols = num("cols");
+    if (rows > 0 && cols > 0) {
+      try {
+        co_await docker::resize_exec(docker, exec_id, rows, cols, std::chrono::milliseconds(5000));
+      } catch (const DockerError& e) {
+        spdlog::warn("terminal: resize failed: {}", e.message);
+      }
+    }
+  }
+  co_return true;
+}
+
+}  // namespace
+
+TerminalService::TerminalService(docker::DockerClient& docker, store::StateStore& store)
+    : docker_(docker), store_(store) {}
+
+void TerminalService::add_routes(api::Router& r) {
+  api::WsOptions o;
+  o.max_message_bytes = 1u << 20;
+  o.precheck = [](const api::HttpRequest& q) -> std::optional<api::HttpResponse> {
+    api::Validation v;
+    auto it = q.path_params.find("task_id");
+    if (!api::path_int(it == q.path_params.end() ? "" : it->second, "task_id", v))
+      return api::HttpResponse::detail(403, "Forbidden");
+    return std::nullopt;
+  };
+  r.add_websocket("/ws/task/{task_id}/terminal", [this](api::WebSocket& ws) { return session(ws); }, o);
+}
+
+asio::awaitable<void> TerminalService::session(api::WebSocket& ws) {
+  api::Validation v;
+  const std::int64_t id = *api::path_int(ws.request().path_params.at("task_id"), "task_id", v);
+  auto look = co_await fs::resolve_container(store_, docker_, id);
+  if (!look.target) {
+    co_await ws.send(frame("error", look.message));
+    const bool internal = look.docker_unreachable || look.status >= 500;
+    co_await ws.close(internal ? api::ws_close::kInternalError : api::ws_close::kPolicy, {});
+    co_return;
+  }
+  const std::string container = look.target->container;
+
+  // Shell choice as upstream (bash, then sh) but probed by running it, so
+  // images without `which` work.
+  std::string shell;
+  for (const char* candidate : kShells) {
+    std::vector<std::string> argv = {candidate, "-c", "exit 0"};
+    docker::RunOptions o;
+    o.deadline = std::chrono::milliseconds(10000);
+    std::optional<DockerError> err;
+    try {
+      auto r = co_await docker::run_exec(docker_, container, std::move(argv), o);
+      if (r.exit_code == 0) shell = candidate;
+    } catch (const DockerError& e) {
+      err = e;
+    }
+    if (err) {
+      co_await ws.send(frame("error", "Docker API Error: " + err->message + "\r\n"));
+      co_await ws.close(api::ws_close::kInternalError, {});
+      co_return;
+    }
+    if (!shell.empty()) break;
+  }
+  if (shell.empty()) {
+    co_await ws.send(frame("error", "No suitable shell found."));
+    co_await ws.close(api::ws_close::kInternalError, {});
+    co_return;
+  }
+
+  auto sh = std::make_shared<Shared>();
+  std::string exec_id;
+  std::optional<DockerError> start_error;
+  try {
+    docker::ExecSpec spec;
+    spec.cmd = {shell};
+    spec.tty = true;
+    spec.attach_stdin = true;
+    exec_id = co_await docker::create_exec(docker_, container, spec);
+    sh->stream = co_await docker::start_exec(docker_, exec_id, true);
+  } catch (const DockerError& e) {
+    start_error = e;
+  }
+  if (start_error) {
+    co_await ws.send(frame("error", "Docker API Error: " + start_error->message + "\r\n"));
+    co_await ws.close(api::ws_close::kNormal, {});
+    co_return;
+  }
+  spdlog::info("Terminal opened for task {} ({}, exec {})", id, shell, exec_id.substr(0, 12));
+
+  asio::co_spawn(co_await asio::this_coro::executor, pump_output(&ws, sh), asio::detached);
+  std::optional<std::string> failure;
+  for (;;) {
+    auto m = co_await ws.read();
+    if (!m) break;
+    sh->first_message_seen = true;
+    bool keep = true;
+    try {
+      keep = co_await handle_client_message(docker_, exec_id, *sh, *m);
+    } catch (const DockerError& e) {
+      failure = e.message;  // stdin gone: the shell exited
+      keep = false;
+    }
+    if (!keep) break;
+  }
+  // D-EXECKILL: the client is gone (or the shell ended): make sure the
+  // shell and its jobs do not outlive the session.
+  co_await docker::kill_exec(docker_, exec_id);
+  sh->stream->close();
+  co_await wait_until_done(sh->pump_done);
+  spdlog::info("Terminal closed for task {}{}", id, failure ? " (" + *failure + ")" : "");
+}
+
+}  // namespace kr::terminal

@@ -1,0 +1,334 @@
+"""Terminal WebSocket and container filesystem API (REST + watch) against
+real containers (execution.md §6, §7; rulings D20-D22, D-EXECKILL,
+D-TERMUTF8, D-FIRSTMSG, D-FSREAD, D-FSWRITE, S-PATHVAL, S-FSDELETE,
+S-WATCH). One runner and two task containers per module: a Debian image
+(bash, GNU tools, inotifywait) and BusyBox (sh, no inotifywait)."""
+import base64
+import os
+import random
+import subprocess
+import time
+import urllib.parse
+
+import pytest
+
+from conftest import RunnerProcess
+from fixture_host import FixtureHost
+from taskutil import docker, http, new_task_id, submit
+from wsutil import connect, read_until, recv_json, send_json, websocket
+
+DEBIAN = "kr-test/debian:bookworm"
+BUSYBOX = "kr-test/busybox:test"
+
+
+def wait_running(name, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = docker("inspect", "-f", "{{.State.Status}}", name, check=False)
+        if r.stdout.strip() == "running":
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{name} not running: {r.stdout} {r.stderr}")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    for image in (DEBIAN, BUSYBOX):
+        if docker("image", "inspect", image, check=False).returncode != 0:
+            pytest.fail(f"test image {image} missing (tests/images/ builds it; scripts/test.sh runs that)")
+    host = FixtureHost().start()
+    runner = RunnerProcess(tmp_path_factory.mktemp("termfs"), host, {}, [], None).start()
+    runner.wait_listening()
+    ids = {"debian": new_task_id(), "busybox": new_task_id()}
+    submit(runner, ids["debian"], "sleep 3600", registry_image=DEBIAN)
+    submit(runner, ids["busybox"], "sleep 3600", registry_image=BUSYBOX)
+    for tid in ids.values():
+        wait_running(f"kohakuriver-task-{tid}")
+    yield runner, ids
+    for tid in ids.values():
+        docker("rm", "-f", f"kohakuriver-task-{tid}", check=False)
+    runner.stop()
+    host.stop()
+
+
+def cname(tid):
+    return f"kohakuriver-task-{tid}"
+
+
+def fs(runner, tid, op, method="GET", body=None, timeout=60, **query):
+    q = urllib.parse.urlencode(query)
+    return http(method, runner.url(f"/api/fs/{tid}/{op}" + (f"?{q}" if q else "")), body, timeout=timeout)
+
+
+def shell_processes(tid):
+    r = docker("top", cname(tid), "-eo", "pid,args", check=False)
+    return [line for line in r.stdout.splitlines()[1:] if "bash" in line or "sleep 1234" in line
+            or line.split(None, 1)[-1].strip() in ("/bin/sh", "sh")]
+
+
+# ---------------------------------------------------------------- terminal --
+
+def open_terminal(runner, tid, first=None):
+    ws = connect(runner, f"/ws/task/{tid}/terminal")
+    if first is not None:
+        send_json(ws, first)  # before the ready acknowledgement
+    ack = recv_json(ws)
+    assert ack == {"type": "output", "data": ""}
+    return ws
+
+
+def test_terminal_debian_input_resize_utf8_and_cleanup(env):
+    runner, ids = env
+    tid = ids["debian"]
+    # D-FIRSTMSG: the very first client message is an input, and it runs.
+    ws = open_terminal(runner, tid, {"type": "input", "data": "echo first-$((6*7))\n"})
+    read_until(ws, "first-42")
+    # Resize shows in stty size.
+    send_json(ws, {"type": "resize", "rows": 33, "cols": 111})
+    send_json(ws, {"type": "input", "data": "stty size\n"})
+    read_until(ws, "33 111")
+    # D-TERMUTF8: 3000 multi-byte characters printed at once arrive intact.
+    text = "".join(random.choice("你好世界éü😀ж") for _ in range(3000))
+    st, rep = fs(runner, tid, "write", "POST", {"path": "/tmp/mb.txt", "content": text})
+    assert st == 200, rep
+    send_json(ws, {"type": "input", "data": "cat /tmp/mb.txt; echo; echo END-$((1+1))\n"})
+    out = read_until(ws, "END-2")
+    assert text in out
+    assert "\ufffd" not in out
+    # D-EXECKILL: a job of the shell and the shell end when the client leaves.
+    send_json(ws, {"type": "input", "data": "sleep 1234 &\n"})
+    send_json(ws, {"type": "input", "data": "echo started-$((2+3))\n"})
+    read_until(ws, "started-5")
+    assert shell_processes(tid), "the shell should be visible in docker top while connected"
+    ws.close()
+    deadline = time.monotonic() + 15
+    while shell_processes(tid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert shell_processes(tid) == [], docker("top", cname(tid), "-eo", "pid,args").stdout
+
+
+def test_terminal_busybox_shell_without_which(env):
+    runner, ids = env
+    tid = ids["busybox"]
+    ws = open_terminal(runner, tid, {"type": "resize", "rows": 40, "cols": 100})
+    send_json(ws, {"type": "input", "data": "stty size; echo bb-$((3*3))\n"})
+    out = read_until(ws, "bb-9")
+    assert "40 100" in out
+    # Invalid JSON is ignored, the session goes on.
+    ws.send("not json")
+    send_json(ws, {"type": "input", "data": "echo still-$((1+0))\n"})
+    read_until(ws, "still-1")
+    # The shell exiting ends the session with a normal close.
+    send_json(ws, {"type": "input", "data": "exit\n"})
+    ws.settimeout(15)
+    with pytest.raises(websocket.WebSocketConnectionClosedException):
+        while True:
+            op, _ = ws.recv_data()
+            if op == websocket.ABNF.OPCODE_CLOSE:
+                raise websocket.WebSocketConnectionClosedException()
+    deadline = time.monotonic() + 10
+    while shell_processes(tid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert shell_processes(tid) == []
+
+
+def test_terminal_errors(env):
+    runner, _ = env
+    ws = connect(runner, f"/ws/task/{new_task_id()}/terminal")
+    msg = recv_json(ws)
+    assert msg["type"] == "error" and "not found on this runner" in msg["data"]
+    ws.settimeout(10)
+    op, data = ws.recv_data(control_frame=True)
+    assert op == websocket.ABNF.OPCODE_CLOSE
+    assert int.from_bytes(data[:2], "big") == 1008
+    # Non-integer id: the handshake is refused (FastAPI: 403).
+    with pytest.raises(websocket.WebSocketBadStatusException) as e:
+        connect(runner, "/ws/task/abc/terminal")
+    assert e.value.status_code == 403
+
+
+def test_websocket_ping_answered_and_message_limit(env):
+    runner, ids = env
+    ws = open_terminal(runner, ids["busybox"], {"type": "input", "data": "echo p\n"})
+    ws.ping(b"hello")
+    ws.settimeout(10)
+    while True:
+        op, data = ws.recv_data(control_frame=True)
+        if op == websocket.ABNF.OPCODE_PONG:
+            assert data == b"hello"
+            break
+    # A message above the per-message limit (1 MiB) closes with 1009.
+    ws.send("x" * (2 << 20))
+    while True:
+        frame = ws.recv_frame()  # raw frames: the library would answer the close itself
+        if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+            assert int.from_bytes(frame.data[:2], "big") == 1009
+            break
+
+
+# -------------------------------------------------------------- filesystem --
+
+def test_fs_write_20mb_binary_exact(env, tmp_path):
+    runner, ids = env
+    tid = ids["debian"]
+    data = os.urandom(20 * 1000 * 1000)
+    st, rep = fs(runner, tid, "write", "POST",
+                 {"path": "/tmp/big dir/blob.bin", "content": base64.b64encode(data).decode(), "encoding": "base64"},
+                 timeout=120)
+    assert st == 200, rep
+    assert rep == {"path": "/tmp/big dir/blob.bin", "size": len(data), "success": True}
+    docker("cp", f"{cname(tid)}:/tmp/big dir/blob.bin", str(tmp_path / "out.bin"))
+    assert (tmp_path / "out.bin").read_bytes() == data
+
+
+def test_fs_read_10mib_exact_and_truncated(env, tmp_path):
+    runner, ids = env
+    tid = ids["debian"]
+    data = os.urandom(10 * 1024 * 1024)
+    (tmp_path / "r.bin").write_bytes(data)
+    docker("cp", str(tmp_path / "r.bin"), f"{cname(tid)}:/tmp/r.bin")
+    st, rep = fs(runner, tid, "read", path="/tmp/r.bin", encoding="base64", timeout=120)
+    assert st == 200, rep
+    assert base64.b64decode(rep["content"]) == data
+    assert rep["size"] == len(data) and rep["truncated"] is False and rep["encoding"] == "base64"
+    (tmp_path / "r2.bin").write_bytes(data + b"tail")
+    docker("cp", str(tmp_path / "r2.bin"), f"{cname(tid)}:/tmp/r2.bin")
+    st, rep = fs(runner, tid, "read", path="/tmp/r2.bin", encoding="base64", timeout=120)
+    assert st == 200 and rep["truncated"] is True and rep["size"] == 10485760
+    assert base64.b64decode(rep["content"]) == data
+    # D-FSREAD: utf-8 asked for, binary found: base64 comes back, byte-exact.
+    st, rep = fs(runner, tid, "read", path="/tmp/r.bin", limit=1000)
+    assert st == 200 and rep["encoding"] == "base64" and base64.b64decode(rep["content"]) == data[:1000]
+
+
+@pytest.mark.parametrize("kind", ["debian", "busybox"])
+def test_fs_names_and_operations(env, kind):
+    runner, ids = env
+    tid = ids[kind]
+    # BusyBox's ls prints non-ASCII bytes as '?' (no Unicode support in the
+    # static build), so its listing is checked with ASCII names.
+    uni = "ü 😀" if kind == "debian" else "u x"
+    d = f"/tmp/fs ops {uni}|x"
+    name = f"{d}/a file|{uni}.txt"
+    st, rep = fs(runner, tid, "write", "POST", {"path": name, "content": "héllo\n"})
+    assert st == 200 and rep["size"] == len("héllo\n".encode()), rep
+    st, rep = fs(runner, tid, "list", path=d)
+    assert st == 200, rep
+    assert rep["path"] == d and rep["parent"] == "/tmp"
+    [entry] = [e for e in rep["entries"] if e["name"] == f"a file|{uni}.txt"]
+    assert entry["type"] == "file" and entry["size"] == 7 and entry["path"] == name
+    st, rep = fs(runner, tid, "read", path=name)
+    assert st == 200 and rep["content"] == "héllo\n" and rep["encoding"] == "utf-8" and rep["size"] == 7
+    st, rep = fs(runner, tid, "stat", path=name)
+    assert st == 200 and rep["type"] == "file" and rep["size"] == 7 and rep["permissions"] == "rw-r--r--", rep
+    st, rep = fs(runner, tid, "mkdir", "POST", {"path": f"{d}/sub", "parents": False})
+    assert st == 200 and rep == {"message": f"Directory created: {d}/sub", "path": f"{d}/sub"}
+    st, rep = fs(runner, tid, "mkdir", "POST", {"path": f"{d}/sub", "parents": False})
+    assert st == 409 and rep == {"detail": f"Directory already exists: {d}/sub"}
+    st, rep = fs(runner, tid, "rename", "POST", {"source": name, "destination": f"{d}/sub/moved"})
+    assert st == 200 and rep["destination"] == f"{d}/sub/moved", rep
+    st, rep = fs(runner, tid, "rename", "POST", {"source": f"{d}/nope", "destination": f"{d}/sub/moved"})
+    assert st == 409
+    st, rep = fs(runner, tid, "delete", "DELETE", path=f"{d}/sub")
+    assert st == 400 and rep == {"detail": f"Cannot delete directory without recursive flag: {d}/sub"}
+    st, rep = fs(runner, tid, "delete", "DELETE", path=d, recursive="true")
+    assert st == 200 and rep == {"message": f"Deleted: {d}", "path": d}
+    st, rep = fs(runner, tid, "list", path=d)
+    assert st == 404 and rep == {"detail": f"Path not found: {d}"}
+    st, rep = fs(runner, tid, "read", path="/tmp")
+    assert st == 400 and rep == {"detail": "Cannot read directory: /tmp"}
+    st, rep = fs(runner, tid, "list", path="/")
+    assert st == 200 and rep["parent"] is None and any(e["name"] == "tmp" for e in rep["entries"])
+
+
+FORBIDDEN = [
+    ("/proc", "Access to /proc is forbidden"),
+    ("/proc/self/environ", "Access to /proc is forbidden"),
+    ("//proc/self/environ", "Access to /proc is forbidden"),
+    ("///sys/kernel", "Access to /sys is forbidden"),
+    ("/tmp/../dev/sda", "Access to /dev is forbidden"),
+    ("//tmp/../../proc/1", "Access to /proc is forbidden"),
+    ("/./sys//", "Access to /sys is forbidden"),
+    ("relative/path", "Path must be absolute (start with /)"),
+    ("", "Path cannot be empty"),
+]
+
+
+@pytest.mark.parametrize("path,detail", FORBIDDEN)
+def test_fs_forbidden_paths(env, path, detail):
+    runner, ids = env
+    tid = ids["debian"]
+    for op, method, kw in (("list", "GET", {}), ("read", "GET", {}), ("stat", "GET", {}),
+                           ("delete", "DELETE", {"recursive": "true"})):
+        st, rep = fs(runner, tid, op, method, path=path, **kw)
+        assert (st, rep) == (400, {"detail": detail}), (op, st, rep)
+    st, rep = fs(runner, tid, "write", "POST", {"path": path, "content": "x"})
+    assert (st, rep) == (400, {"detail": detail})
+
+
+def test_fs_delete_root_and_mounts_refused(env):
+    runner, ids = env
+    tid = ids["debian"]
+    for p in ("/", "//", "/shared", "/local_temp/", "/tmp/.."):
+        st, rep = fs(runner, tid, "delete", "DELETE", path=p, recursive="true")
+        assert st == 400, (p, st, rep)
+    assert docker("exec", cname(tid), "test", "-d", "/bin").returncode == 0
+
+
+def test_fs_errors_and_validation(env):
+    runner, ids = env
+    st, rep = fs(runner, new_task_id(), "list", path="/")
+    assert st == 404 and "not found on this runner" in rep["detail"]
+    st, rep = fs(runner, "abc", "list", path="/")
+    assert st == 422
+    st, rep = fs(runner, ids["debian"], "read", path="/etc/hostname", encoding="latin-1")
+    assert st == 422
+    st, rep = fs(runner, ids["debian"], "write", "POST", {"path": "/tmp/x", "content": "Zm8", "encoding": "base64"})
+    assert st == 400 and rep == {"detail": "Invalid base64 content: Incorrect padding"}
+    st, rep = fs(runner, ids["debian"], "stat", path="/nonexistent")
+    assert st == 404 and rep == {"detail": "Path not found: /nonexistent"}
+
+
+# ------------------------------------------------------------------- watch --
+
+def watch_for_created(runner, tid, method, watched="/shared"):
+    ws = connect(runner, f"/ws/fs/{tid}/watch?paths={watched}")
+    hello = recv_json(ws)
+    assert hello["type"] == "watching" and hello["method"] == method and hello["paths"] == [watched], hello
+    send_json(ws, {"type": "ping"})
+    assert recv_json(ws) == {"type": "pong"}
+    target = f"{watched}/created-{random.randrange(10**9)}.txt"
+    if method == "polling":
+        time.sleep(0.5)  # let the initial snapshot finish first
+    st, rep = fs(runner, tid, "write", "POST", {"path": target, "content": "x"})
+    assert st == 200, rep
+    deadline = time.monotonic() + 30
+    while True:
+        msg = recv_json(ws, timeout=max(0.1, deadline - time.monotonic()))
+        if msg.get("type") == "change" and msg["path"] == target and msg["event"] == "CREATE":
+            assert msg["is_dir"] is False
+            break
+    ws.close()
+
+
+def test_watch_inotify(env):
+    runner, ids = env
+    watch_for_created(runner, ids["debian"], "inotify")
+    # The inotifywait process does not outlive the session.
+    deadline = time.monotonic() + 10
+    while "inotifywait" in docker("top", cname(ids["debian"])).stdout and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "inotifywait" not in docker("top", cname(ids["debian"])).stdout
+
+
+def test_watch_polling(env):
+    runner, ids = env
+    watch_for_created(runner, ids["busybox"], "polling")
+
+
+def test_watch_paths_validated(env):
+    runner, ids = env
+    ws = connect(runner, f"/ws/fs/{ids['debian']}/watch?paths=/shared,//proc")
+    assert recv_json(ws) == {"type": "error", "message": "Access to /proc is forbidden"}
+    ws = connect(runner, f"/ws/fs/{ids['debian']}/watch?paths=/does-not-exist")
+    assert recv_json(ws) == {"type": "error", "message": "No valid paths to watch."}
