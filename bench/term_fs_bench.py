@@ -47,7 +47,8 @@ def docker(*args):
 
 def wait_running(name):
     for _ in range(300):
-        if docker("inspect", "-f", "{{.State.Status}}", name).stdout.strip() == "running":
+        r = subprocess.run(["docker", "inspect", "-f", "{{.State.Status}}", name], capture_output=True, text=True)
+        if r.stdout.strip() == "running":
             return
         time.sleep(0.2)
     raise SystemExit(f"{name} did not start")

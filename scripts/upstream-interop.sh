@@ -83,6 +83,7 @@ echo "after restart:  file: $(login "$P2" 'cat /root/interop.txt') / $(login "$P
 echo "snapshots:      $(curl -s "localhost:18801/api/vps/snapshots/$V" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')"
 curl -s -X POST "localhost:18800/api/vps/stop/$V" >/dev/null; sleep 3
 echo "vps stopped:    $(status "$V") / container: $(docker ps -a --filter "name=kohakuriver-vps-$V" -q | wc -l)"
+curl -s -X DELETE "localhost:18801/api/vps/snapshots/$V" >/dev/null   # leave no snapshot images behind
 
 # Terminal, filesystem API and watch through the host's proxies (issue 7).
 T4=$(submit '{"command":"sleep","arguments":["300"],"registry_image":"kr-test/debian:bookworm","targets":["'"$NODE"'"]}')

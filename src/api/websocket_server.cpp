@@ -197,6 +197,8 @@ asio::awaitable<void> serve_websocket(beast::tcp_stream stream, http::request<ht
     }
   }
   stream.expires_never();
+  boost::system::error_code nodelay_ec;  // interactive traffic: no Nagle delay
+  stream.socket().set_option(asio::ip::tcp::no_delay(true), nodelay_ec);
   auto session = std::make_shared<BeastWebSocket>(std::move(stream), std::move(hreq), route.options);
   auto& ws = session->stream();
   registered = &beast::get_lowest_layer(ws);

@@ -258,3 +258,85 @@ std::map<std::string, std::string> parse_find_snapshot(std::string_view out, boo
 }
 
 }  // namespace kr::fs
+
+#include <cstring>
+
+#include "common/utf8.hpp"
+
+namespace kr::fs {
+
+std::optional<std::string> take_plain_string_member(std::string_view body, std::string_view key,
+                                                    std::string& rest) {
+  // Walk the top level of the object; skip nested values string-aware.
+  std::size_t i = body.find_first_not_of(" \t\r\n");
+  if (i == std::string_view::npos || body[i] != '{') return std::nullopt;
+  int depth = 0;
+  bool expect_key = false;
+  std::size_t best_begin = 0, best_end = 0;
+  bool found = false;
+  const char* data = body.data();
+  const std::size_t n = body.size();
+  std::string_view last_key;
+  bool after_colon = false;
+  while (i < n) {
+    const char c = data[i];
+    if (c == '"') {
+      // String: find its end (escape-aware, memchr for speed).
+      const std::size_t start = i + 1;
+      std::size_t j = start;
+      bool escaped = false;
+      for (;;) {
+        const void* q = std::memchr(data + j, '"', n - j);
+        if (!q) return std::nullopt;
+        std::size_t end = static_cast<const char*>(q) - data;
+        std::size_t bs = end;
+        while (bs > start && data[bs - 1] == '\\') --bs;
+        if ((end - bs) % 2 == 0) {
+          escaped = escaped || std::memchr(data + start, '\\', end - start) != nullptr;
+          j = end;
+          break;
+        }
+        j = end + 1;
+      }
+      if (depth == 1 && expect_key) {
+        last_key = escaped ? std::string_view() : body.substr(start, j - start);
+        expect_key = false;
+      } else if (depth == 1 && after_colon && last_key == key) {
+        if (escaped) return std::nullopt;
+        found = true;
+        best_begin = start;
+        best_end = j;
+      }
+      after_colon = false;
+      i = j + 1;
+      continue;
+    }
+    if (c == '{' || c == '[') {
+      ++depth;
+      if (depth == 1) expect_key = true;
+    } else if (c == '}' || c == ']') {
+      --depth;
+      if (depth == 0) break;
+    } else if (c == ',' && depth == 1) {
+      expect_key = true;
+    } else if (c == ':' && depth == 1) {
+      after_colon = true;
+      ++i;
+      continue;
+    }
+    if (c != ' ' && c != '\t' && c != '\r' && c != '\n') after_colon = false;
+    ++i;
+  }
+  if (!found) return std::nullopt;
+  std::string_view value = body.substr(best_begin, best_end - best_begin);
+  for (unsigned char ch : value)
+    if (ch < 0x20) return std::nullopt;  // invalid JSON: let the parser report it
+  if (!utf8_is_valid(value)) return std::nullopt;
+  rest.clear();
+  rest.reserve(body.size() - value.size());
+  rest.append(body.substr(0, best_begin));
+  rest.append(body.substr(best_end));
+  return std::string(value);
+}
+
+}  // namespace kr::fs

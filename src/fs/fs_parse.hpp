@@ -60,3 +60,16 @@ bool contains(std::string_view haystack, std::string_view needle);
 std::string trim(std::string_view s);
 
 }  // namespace kr::fs
+
+namespace kr::fs {
+
+// Fast path for large request bodies (a 50 MB write arrives as ~67 MB of
+// JSON; a general JSON parser spends seconds on it). Finds the value of the
+// top-level member `key` of a JSON object when it is a plain string (no
+// escapes, no control bytes, valid UTF-8 — always true for base64). On
+// success returns the value and sets `rest` to the body with that value
+// replaced by "" (parsed normally for the other fields and validation).
+// nullopt: not found or not plain; parse the whole body normally then.
+std::optional<std::string> take_plain_string_member(std::string_view body, std::string_view key, std::string& rest);
+
+}  // namespace kr::fs

@@ -23,6 +23,9 @@
 #include "store/outbox.hpp"
 #include "store/state_store.hpp"
 #include "tasks/task_manager.hpp"
+#include "tunnel/container_addresses.hpp"
+#include "tunnel/gateway_listener.hpp"
+#include "tunnel/tunnel_hub.hpp"
 #include "terminal/terminal_service.hpp"
 #include "vps/vps_manager.hpp"
 
@@ -161,6 +164,16 @@ int run_runner(cli::RunnerLaunch& launch) {
   fs_service.add_routes(router);
   terminal::TerminalService terminal_service(docker, *state);
   terminal_service.add_routes(router);
+  // Port forwarding (tunnel-overlay.md §2): /ws/tunnel, /ws/forward.
+  tunnel::HubOptions hub_options;
+  hub_options.container_addresses = [&docker](std::string id) {
+    return tunnel::container_addresses(docker, std::move(id));
+  };
+  tunnel::TunnelHub tunnel_hub(io.get_executor(), std::move(hub_options));
+  tunnel::add_tunnel_routes(router, tunnel_hub);
+  std::optional<tunnel::GatewayListener> gateway_listener;  // T11
+  if (cfg.tunnel_enabled && tunnel::needs_gateway_listener(cfg.runner_bind_ip, cfg.docker_network_gateway))
+    gateway_listener.emplace(io, tunnel_hub, cfg.docker_network_gateway, static_cast<uint16_t>(cfg.runner_port));
 
   api::HttpServer server(io, router);
   // Installed before listening and before READY=1, so a SIGTERM that
@@ -171,6 +184,8 @@ int run_runner(cli::RunnerLaunch& launch) {
     spdlog::info("Received signal {}; shutting down (containers keep running)", sig);
     notify_systemd("STOPPING=1");
     server.stop();
+    tunnel_hub.stop();
+    if (gateway_listener) gateway_listener->stop();
     link.stop();
     task_manager.stop();
     vps_manager.stop();
@@ -195,6 +210,7 @@ int run_runner(cli::RunnerLaunch& launch) {
     return 1;
   }
   spdlog::info("Listening on http://{}:{}", cfg.runner_bind_ip, server.port());
+  if (gateway_listener) gateway_listener->start();
 
   reporter.start();
   outbox.start();

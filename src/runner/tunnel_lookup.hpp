@@ -9,9 +9,10 @@
 namespace kr::runner {
 
 // TUNNEL_ENABLED false → none; TUNNEL_CLIENT_PATH set → it if a regular
-// file (no fallback); else ./tunnel-client, $HOME/.kohakuriver/tunnel-client,
-// beside the runner binary, <prefix>/libexec|lib/kohakuriver/tunnel-client,
-// /usr/local/bin, /usr/bin, <SHARED_DIR>/bin, then PATH. Absolute path.
+// file (no fallback); else (T14) ./tunnel-client,
+// $HOME/.kohakuriver/tunnel-client, /usr/local/bin, /usr/bin,
+// <SHARED_DIR>/bin, beside the runner binary,
+// <prefix>/libexec|lib/[kohakuriver/]tunnel-client, then PATH. Absolute path.
 std::optional<std::string> find_tunnel_client(const config::RunnerConfig& cfg);
 
 }  // namespace kr::runner

@@ -95,10 +95,9 @@ def wait_until(pred, timeout=30, step=0.1, what="condition"):
 
 
 def remove_task_containers():
-    # Only this test session's containers: the runner labels them with its
-    # node name, which /work/wt/e2e.sh makes unique per worktree. Other
-    # sessions' tasks on the shared dockerd are left alone.
-    ids = docker("ps", "-aq", "--filter", "name=kohakuriver-task-",
-                 "--filter", f"label=kohakuriver.node={socket.gethostname()}", check=False).stdout.split()
+    # Only this node's (e2e.sh gives each worktree its own hostname): other
+    # helpers' tests may be running their own task containers meanwhile.
+    ids = docker("ps", "-aq", "--filter", "name=kohakuriver-task-", "--filter",
+                 f"label=kohakuriver.node={socket.gethostname()}", check=False).stdout.split()
     if ids:
         docker("rm", "-f", *ids, check=False)

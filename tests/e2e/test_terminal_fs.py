@@ -332,3 +332,24 @@ def test_watch_paths_validated(env):
     assert recv_json(ws) == {"type": "error", "message": "Access to /proc is forbidden"}
     ws = connect(runner, f"/ws/fs/{ids['debian']}/watch?paths=/does-not-exist")
     assert recv_json(ws) == {"type": "error", "message": "No valid paths to watch."}
+
+
+# --------------------------------------------------------------- Docker VPS --
+
+def test_terminal_and_fs_on_docker_vps(env):
+    from vpsutil import create, vps_body
+    runner, _ = env
+    t = new_task_id()
+    reply = create(runner, vps_body(t, "disabled", image=BUSYBOX))
+    try:
+        assert reply["container_name"] == f"kohakuriver-vps-{t}"
+        ws = open_terminal(runner, t, {"type": "input", "data": "echo vps-$((5*5))\n"})
+        read_until(ws, "vps-25")
+        ws.close()
+        st, rep = fs(runner, t, "write", "POST", {"path": "/root/note.txt", "content": "vps file"})
+        assert st == 200, rep
+        st, rep = fs(runner, t, "read", path="/root/note.txt")
+        assert st == 200 and rep["content"] == "vps file"
+    finally:
+        http("POST", runner.url(f"/api/vps/stop/{t}"), timeout=60)
+        docker("rm", "-f", f"kohakuriver-vps-{t}", check=False)

@@ -293,3 +293,55 @@ def test_image_sources_tarball_env_null_container_name_and_failures(host, vps_ru
     finally:
         cleanup_vps()
         docker("rmi", "-f", src, f"kohakuriver/{env}:base", check=False)
+
+
+def make_fake_pm_image(tmp_path, managers):
+    """kr-test/busybox plus fake package managers (each logs its arguments
+    to /pm-calls; an install drops a stand-in sshd that logs its start to
+    /sshd-calls and sleeps). Nothing is downloaded."""
+    import io
+    import tarfile
+    tag = f"kr-test/fakepm:{new_task_id() % 10**9}"
+    manager = (b"#!/bin/sh\necho \"$(basename $0) $*\" >> /pm-calls\n"
+               b"case \" $* \" in *\" install \"*|*\" add \"*|*\" -Sy \"*)\n"
+               b"  mkdir -p /usr/sbin /etc/ssh\n"
+               b"  printf '#!/bin/sh\\necho \"start $*\" >> /sshd-calls\\nexec sleep 100000\\n' > /usr/sbin/sshd\n"
+               b"  chmod +x /usr/sbin/sshd;;\nesac\n")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for m in managers:
+            info = tarfile.TarInfo(f"usr/local/bin/{m}")
+            info.size, info.mode = len(manager), 0o755
+            tar.addfile(info, io.BytesIO(manager))
+    name = f"krtest-fakepm-{new_task_id() % 10**9}"
+    docker("create", "--name", name, BUSYBOX, "true")
+    try:
+        subprocess.run(["docker", "cp", "-", f"{name}:/"], input=buf.getvalue(), check=True, capture_output=True)
+        docker("commit", name, tag)
+    finally:
+        docker("rm", "-f", name, check=False)
+    return tag
+
+
+def test_package_manager_probed_only_when_sshd_is_missing(host, vps_runner, tmp_path):
+    """D-PKGMGR: no sshd in the image → the first package manager found by
+    probing installs it (apk before apt-get here, whatever the image name);
+    on the container's restart sshd exists and no package manager runs."""
+    runner = vps_runner(AUTO_SNAPSHOT_ON_STOP=False)
+    image = make_fake_pm_image(tmp_path, ["apt-get", "apk"])
+    try:
+        _, pub = make_key(tmp_path)
+        t = tid()
+        create(runner, vps_body(t, "upload", pub + "\n", image=image))
+        read = lambda f: in_container(t, "cat", f).stdout  # noqa: E731
+        wait_until(lambda: "start -D -e" in read("/sshd-calls"), timeout=20, what="stand-in sshd started")
+        assert read("/pm-calls") == "apk update\napk add --no-cache openssh\n"
+        assert read("/root/.ssh/authorized_keys") == pub + "\n"
+        docker("restart", "-t", "1", f"kohakuriver-vps-{t}")
+        wait_until(lambda: read("/sshd-calls").count("start -D -e") == 2, timeout=20, what="second start")
+        assert read("/pm-calls") == "apk update\napk add --no-cache openssh\n"  # not again
+        assert read("/root/.ssh/authorized_keys") == pub + "\n"  # key added once
+        assert read("/etc/ssh/sshd_config").count("# BEGIN kohakuriver") == 1
+    finally:
+        cleanup_vps()
+        docker("rmi", "-f", image, check=False)

@@ -101,3 +101,29 @@ TEST(FsParse, FindSnapshots) {
   auto t = parse_find_snapshot("/w\n/w/x\n", false);
   EXPECT_EQ(t["/w/x"], "0");
 }
+
+TEST(FsParse, PlainStringMemberFastPath) {
+  std::string rest;
+  auto v = take_plain_string_member(R"({"path": "/a", "content": "QUJD", "encoding": "base64"})", "content", rest);
+  ASSERT_TRUE(v);
+  EXPECT_EQ(*v, "QUJD");
+  EXPECT_EQ(rest, R"({"path": "/a", "content": "", "encoding": "base64"})");
+  // Nested "content" keys and strings that look like keys are not taken.
+  v = take_plain_string_member(R"({"x": {"content": "no"}, "y": "content", "content" : "yes"})", "content", rest);
+  ASSERT_TRUE(v);
+  EXPECT_EQ(*v, "yes");
+  v = take_plain_string_member(R"({"x": ["content", "a\"b"], "content":"ok"})", "content", rest);
+  ASSERT_TRUE(v);
+  EXPECT_EQ(*v, "ok");
+  // Escapes, control bytes, invalid UTF-8, non-strings: the normal parser decides.
+  EXPECT_FALSE(take_plain_string_member(R"({"content": "a\nb"})", "content", rest));
+  EXPECT_FALSE(take_plain_string_member("{\"content\": \"a\tb\"}", "content", rest));
+  EXPECT_FALSE(take_plain_string_member("{\"content\": \"\xff\"}", "content", rest));
+  EXPECT_FALSE(take_plain_string_member(R"({"content": 5})", "content", rest));
+  EXPECT_FALSE(take_plain_string_member(R"(["content", "x"])", "content", rest));
+  EXPECT_FALSE(take_plain_string_member(R"({"other": "x"})", "content", rest));
+  // Duplicate keys: the last one wins, as in the JSON parser.
+  v = take_plain_string_member(R"({"content": "a", "content": "b"})", "content", rest);
+  ASSERT_TRUE(v);
+  EXPECT_EQ(*v, "b");
+}
