@@ -6,7 +6,7 @@ set -euo pipefail
 BUILD_PKGS=(g++ cmake ninja-build ccache pkg-config
   libboost1.81-dev nlohmann-json3-dev libcli11-dev libspdlog-dev
   libsqlite3-dev libnl-route-3-dev)
-TEST_PKGS=(libgtest-dev googletest docker.io busybox-static iproute2 procps debootstrap openssh-client)
+TEST_PKGS=(libgtest-dev googletest docker.io busybox-static iproute2 procps debootstrap openssh-client iptables iputils-ping)
 
 want=("${BUILD_PKGS[@]}")
 if [ "${1:-}" = "--test" ]; then want+=("${TEST_PKGS[@]}"); fi

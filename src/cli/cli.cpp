@@ -9,6 +9,7 @@
 
 #include "cli/init_commands.hpp"
 #include "cli/launch.hpp"
+#include "overlay/cleanup.hpp"
 
 #ifndef KR_VERSION
 #define KR_VERSION "0.0.0-dev"
@@ -151,6 +152,17 @@ int run_unified(int argc, char** argv, const std::function<int(RunnerLaunch&)>& 
 
     CLI::App* version = app.add_subcommand("version", "Print the version");
 
+    CLI::App* overlay = app.add_subcommand("overlay", "VXLAN overlay maintenance");
+    overlay->require_subcommand(1);
+    RunnerOptions overlay_opts;
+    CLI::App* overlay_cleanup = overlay->add_subcommand(
+        "cleanup",
+        "Remove the overlay's Docker network, vxlan0, the kohaku-overlay bridge, its routes and firewall rules "
+        "(uses OVERLAY_SUBNET from the config; run as root with the runner stopped)");
+    CLI::Option* overlay_config =
+        overlay_cleanup->add_option("-c,--config", overlay_opts.config_path, "Runner configuration file")
+            ->type_name("PATH");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -160,6 +172,12 @@ int run_unified(int argc, char** argv, const std::function<int(RunnerLaunch&)>& 
     if (runner->parsed()) return launch_runner(flags.collect(), start_runner, out, err);
     if (init_cfg->parsed()) return init_config(config_opts, out, err);
     if (init_svc->parsed()) return init_service(svc, out, err);
+    if (overlay_cleanup->parsed()) {
+        overlay_opts.has_config = overlay_config->count() > 0;
+        RunnerLaunch launch;
+        if (int rc = prepare_launch(overlay_opts, launch, out, err); rc != 0) return rc;
+        return overlay::cleanup_command(launch.config, out, err);
+    }
     if (version->parsed()) {
         out << version_string() << "\n";
         return 0;

@@ -5,6 +5,7 @@
 //   kohakuriver init service --runner [--runner-config PATH] [--working-dir DIR]
 //                            [--no-install] [--capture-env|--no-capture-env]
 //   kohakuriver version | --version
+//   kohakuriver overlay cleanup [--config|-c PATH]
 //   kohakuriver.runner [--config|-c PATH] [--bind IP] [--port N]   (argv[0] basename)
 #pragma once
 

@@ -287,9 +287,26 @@ int signal_all(const std::vector<pid_t>& pids, int sig) {
 
 asio::awaitable<void> kill_exec(DockerClient& docker, std::string exec_id, std::chrono::milliseconds grace) {
   try {
-    ExecState st = co_await inspect_exec(docker, exec_id, Deadline(5000));
-    if (!st.running || st.pid <= 0) co_return;
-    const auto leader = static_cast<pid_t>(st.pid);
+    if (!valid_exec_id(exec_id)) co_return;
+    json info = co_await docker.call(Method::Get, "/exec/" + exec_id + "/json", std::nullopt, Deadline(5000));
+    if (!info.is_object() || !info.value("Running", false)) co_return;
+    const auto pid = info.value("Pid", std::int64_t{0});
+    const std::string container_id = info.value("ContainerID", std::string());
+    if (pid <= 0 || container_id.size() < 12) co_return;
+    const auto leader = static_cast<pid_t>(pid);
+    // The pid is dockerd's view. Signal it only if that process really sits
+    // in the container's cgroup (guards against a runner in another pid
+    // namespace, where the number would name an unrelated process).
+    std::function<bool()> verify = [leader, container_id] {
+      std::ifstream f("/proc/" + std::to_string(leader) + "/cgroup");
+      std::string cg((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      return cg.find(container_id) != std::string::npos;
+    };
+    if (!co_await run_blocking(verify)) {
+      spdlog::warn("exec {}: pid {} is not in container {}'s cgroup; not signalled", exec_id.substr(0, 12), pid,
+                   container_id.substr(0, 12));
+      co_return;
+    }
     std::function<std::vector<pid_t>()> scan = [leader] { return session_members(leader); };
     auto pids = co_await run_blocking(scan);
     if (grace.count() > 0) {

@@ -17,6 +17,7 @@
 #include "docker/docker_client.hpp"
 #include "fs/fs_service.hpp"
 #include "host_link/host_link.hpp"
+#include "overlay/overlay_manager.hpp"
 #include "runner/node_reporter.hpp"
 #include "runner/sd_notify.hpp"
 #include "runner/tunnel_lookup.hpp"
@@ -137,12 +138,15 @@ int run_runner(cli::RunnerLaunch& launch) {
     co_return res.status;
   });
 
+  overlay::OverlayManager overlay(io.get_executor(), cfg, docker, [&link] { return link.runner_url(); });
+  link.set_on_registered([&overlay](const json& reply, bool) { overlay.on_registration(reply); });
+
   std::map<int64_t, std::vector<int>> numa_cpus;
   if (const auto& topo = reporter.numa_topology())
     for (const auto& node : *topo) numa_cpus[node.id] = node.cores;
   tasks::TaskManager task_manager(
       io.get_executor(),
-      tasks::TaskManagerDeps{cfg, docker, *state, outbox, link.hostname(), numa_cpus, find_tunnel_client(cfg)});
+      tasks::TaskManagerDeps{cfg, docker, *state, outbox, link.hostname(), numa_cpus, find_tunnel_client(cfg), &overlay});
   vps::VpsManager vps_manager(io.get_executor(), vps::VpsManagerDeps{cfg, docker, *state, outbox, task_manager,
                                                                      link.hostname(), find_tunnel_client(cfg)});
   running_tasks = [&] {
@@ -154,9 +158,10 @@ int run_runner(cli::RunnerLaunch& launch) {
 
   api::Router router;
   router.add("GET", "/healthz", [&](api::HttpRequest&) -> asio::awaitable<api::HttpResponse> {
-    co_return api::HttpResponse::json(200, health_body(link.registered(), task_manager.running_task_ids().size(),
-                                                       outbox.pending(), state->health(),
-                                                       task_manager.storage_failures()));
+    json body = health_body(link.registered(), task_manager.running_task_ids().size(), outbox.pending(),
+                            state->health(), task_manager.storage_failures());
+    body["overlay"] = overlay.status();
+    co_return api::HttpResponse::json(200, body);
   });
   vps_manager.add_routes(router);  // first: it wraps /api/kill|pause|resume for VPS ids
   task_manager.add_routes(router);
@@ -189,6 +194,7 @@ int run_runner(cli::RunnerLaunch& launch) {
     link.stop();
     task_manager.stop();
     vps_manager.stop();
+    overlay.stop();
     docker.cancel_all();
     reporter.stop();
     // D7: give pending status reports a last chance (at most 5 s).

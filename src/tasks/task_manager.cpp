@@ -141,6 +141,16 @@ asio::awaitable<std::string> TaskManager::ensure_network() {
   co_return cfg.docker_network_name;
 }
 
+asio::awaitable<overlay::ContainerNetwork> TaskManager::container_network(std::optional<std::string> reserved_ip) {
+  overlay::ContainerNetwork net;
+  if (deps_.overlay) net = co_await deps_.overlay->container_network(reserved_ip);
+  if (!net.overlay) {
+    net.name = co_await ensure_network();
+    net.gateway = deps_.cfg.docker_network_gateway;
+  }
+  co_return net;
+}
+
 asio::awaitable<void> TaskManager::remove_container_quietly(std::string name) {
   try {
     co_await deps_.docker.remove_container(name, /*force=*/true);
@@ -368,8 +378,11 @@ asio::awaitable<std::optional<json>> TaskManager::prepare_and_start(TaskPtr task
 
   TaskContainerContext ctx;
   ctx.hostname = deps_.hostname;
-  ctx.network = co_await ensure_network();
-  ctx.container_gateway = deps_.cfg.docker_network_gateway;
+  // Throws (failing the task with the reason) when a reserved_ip cannot be
+  // honoured (decision O12).
+  auto net = co_await container_network(rq.reserved_ip);
+  ctx.network = net.name;
+  ctx.container_gateway = net.gateway;
   ctx.tunnel_client_path = deps_.tunnel_client_path;
   ctx.numa_cpus = deps_.numa_cpus;
   std::vector<std::string> warnings;

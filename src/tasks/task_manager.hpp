@@ -21,6 +21,7 @@
 #include "api/router.hpp"
 #include "config/config.hpp"
 #include "docker/docker_client.hpp"
+#include "overlay/overlay_manager.hpp"
 #include "service/stop_signal.hpp"
 #include "store/outbox.hpp"
 #include "store/state_store.hpp"
@@ -38,6 +39,7 @@ struct TaskManagerDeps {
   std::string hostname;
   std::map<int64_t, std::vector<int>> numa_cpus;  // NUMA node → CPUs (sysfs)
   std::optional<std::string> tunnel_client_path;
+  overlay::OverlayManager* overlay = nullptr;  // null: always DOCKER_NETWORK_NAME
 };
 
 class TaskManager {
@@ -56,6 +58,12 @@ class TaskManager {
   // Shutdown: stop watching (containers keep running; the next start
   // re-attaches).
   void stop();
+
+  // The network a task or VPS container joins and its tunnel URL host: the
+  // VXLAN overlay when it is up, else DOCKER_NETWORK_NAME (created on first
+  // use). Throws overlay::NetworkUnavailable when reserved_ip cannot be
+  // honoured (decision O12).
+  boost::asio::awaitable<overlay::ContainerNetwork> container_network(std::optional<std::string> reserved_ip);
 
   // Route bodies (public for the route table in task_routes.cpp).
   boost::asio::awaitable<api::HttpResponse> execute(api::HttpRequest& req);

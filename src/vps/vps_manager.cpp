@@ -228,9 +228,15 @@ asio::awaitable<HttpResponse> VpsManager::create_docker(VpsRequest rq, std::stri
   json create_body;
   std::vector<std::string> warnings;
   try {
-    ctx.network = co_await deps_.tasks.ensure_network();
+    // The VXLAN overlay when it is up (a reserved_ip it cannot honour fails
+    // the create, decision O12), else DOCKER_NETWORK_NAME.
+    auto net = co_await deps_.tasks.container_network(rq.reserved_ip);
+    ctx.network = net.name;
+    ctx.container_gateway = net.gateway;
     create_body = build_body_or_throw(rq, deps_.cfg, ctx, warnings);
   } catch (const tasks::SpecError& e) {
+    failure = std::string("VPS creation failed: ") + e.what();
+  } catch (const overlay::NetworkUnavailable& e) {
     failure = std::string("VPS creation failed: ") + e.what();
   } catch (const DockerError& e) {
     failure = "VPS creation failed: " + e.message;

@@ -33,8 +33,11 @@ class Behaviour:
 
 
 class FixtureHost:
-    def __init__(self, port: int = 0):
+    def __init__(self, port: int = 0, bind: str = "127.0.0.1"):
         self.requests: list[Recorded] = []
+        # The registration reply's "overlay" object (tunnel-overlay.md §3.4);
+        # None = the host has the overlay off. Tests may change it at any time.
+        self.overlay: dict | None = None
         self.cond = threading.Condition()
         self.behaviours: dict[str, Behaviour] = {}
         host = self
@@ -68,7 +71,7 @@ class FixtureHost:
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server = ThreadingHTTPServer((bind, port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -87,7 +90,7 @@ class FixtureHost:
         if kind == "register":
             name = rec.json().get("hostname", "?")
             return json.dumps({"message": f"Node {name} registered successfully.", "created": True,
-                               "overlay": None}).encode()
+                               "overlay": self.overlay}).encode()
         if kind == "heartbeat":
             return b'{"message": "Heartbeat received"}'
         if kind == "update":

@@ -158,12 +158,19 @@ def test_websocket_ping_answered_and_message_limit(env):
             assert data == b"hello"
             break
     # A message above the per-message limit (1 MiB) closes with 1009.
-    ws.send("x" * (2 << 20))
-    while True:
-        frame = ws.recv_frame()  # raw frames: the library would answer the close itself
-        if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
-            assert int.from_bytes(frame.data[:2], "big") == 1009
-            break
+    # The server may tear the connection down while the client is still
+    # sending the oversized frame; then the client sees a reset instead of
+    # the close frame. Either way the connection must end, and a close frame
+    # that does arrive must say 1009.
+    try:
+        ws.send("x" * ((1 << 20) + 1024))
+        while True:
+            frame = ws.recv_frame()  # raw frames: the library would answer the close itself
+            if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+                assert int.from_bytes(frame.data[:2], "big") == 1009
+                break
+    except (BrokenPipeError, ConnectionResetError, websocket.WebSocketConnectionClosedException):
+        pass
 
 
 # -------------------------------------------------------------- filesystem --
