@@ -5,10 +5,15 @@ set -euo pipefail
 
 BUILD_PKGS=(g++ cmake ninja-build ccache pkg-config
   libboost1.81-dev nlohmann-json3-dev libcli11-dev libspdlog-dev
-  libsqlite3-dev libnl-route-3-dev)
-TEST_PKGS=(libgtest-dev googletest docker.io busybox-static iproute2 procps debootstrap openssh-client iptables iputils-ping)
+  libsqlite3-dev libnl-route-3-dev libssl-dev)
+TEST_PKGS=(libgtest-dev googletest docker.io busybox-static iproute2 procps debootstrap openssh-client iptables iputils-ping
+  qemu-system-x86 qemu-utils genisoimage python3-yaml)
+# --vm: also the tools tests/images/build-vm-image.sh needs (the bootable
+# test VM disk); implies --test.
+VM_IMAGE_PKGS=(mtools dosfstools syslinux syslinux-common fdisk systemd-boot-efi e2fsprogs)
 
 want=("${BUILD_PKGS[@]}")
+if [ "${1:-}" = "--vm" ]; then want+=("${VM_IMAGE_PKGS[@]}"); set -- --test; fi
 if [ "${1:-}" = "--test" ]; then want+=("${TEST_PKGS[@]}"); fi
 
 missing=()

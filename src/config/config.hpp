@@ -87,6 +87,16 @@ struct RunnerConfig {
     std::string vm_bridge_name = "kohaku-br0";
     std::string vm_bridge_subnet = "10.200.0.0/24";
     std::string vm_bridge_gateway = "10.200.0.1";
+    // This project's VM keys (decisions.md "VM settings for emulation", V6,
+    // V19, V27; vm.md §15.1).
+    std::string vm_qemu_accel = "kvm";      // "kvm" | "tcg"
+    std::string vm_qemu_cpu;                // empty: "host" under kvm, "max" under tcg
+    std::string vm_firmware = "auto";       // OVMF CODE path; "" = SeaBIOS; "auto" = upstream's search
+    std::vector<std::string> vm_dns_servers = {"8.8.8.8", "8.8.4.4"};
+    std::string vm_run_dir = "/run/kohakuriver/vm";  // QMP sockets
+    int vm_cloud_init_timeout_seconds = 300;         // watchdog, VM without GPU
+    int vm_cloud_init_gpu_timeout_seconds = 900;     // watchdog, GPU VM (driver build)
+    std::string vm_nvidia_driver_url = "https://us.download.nvidia.com/XFree86/Linux-x86_64";
 
     // VXLAN overlay
     bool overlay_enabled = false;

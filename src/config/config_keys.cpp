@@ -1,5 +1,6 @@
 #include "config/config_keys.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <variant>
@@ -23,6 +24,7 @@ struct KeySpec {
     std::int64_t min = kIntMin;
     std::int64_t max = kIntMax;
     bool ipv4 = false;  // str key that must hold an IPv4 literal
+    std::vector<std::string_view> choices = {};  // str key limited to these values
 };
 
 constexpr std::int64_t kPortMin = 1, kPortMax = 65535;
@@ -66,6 +68,14 @@ const std::vector<KeySpec>& key_table() {
         {"VM_BRIDGE_NAME", &C::vm_bridge_name},
         {"VM_BRIDGE_SUBNET", &C::vm_bridge_subnet},
         {"VM_BRIDGE_GATEWAY", &C::vm_bridge_gateway},
+        {"VM_QEMU_ACCEL", &C::vm_qemu_accel, kIntMin, kIntMax, false, {"kvm", "tcg"}},
+        {"VM_QEMU_CPU", &C::vm_qemu_cpu},
+        {"VM_FIRMWARE", &C::vm_firmware},
+        {"VM_DNS_SERVERS", &C::vm_dns_servers},
+        {"VM_RUN_DIR", &C::vm_run_dir},
+        {"VM_CLOUD_INIT_TIMEOUT_SECONDS", &C::vm_cloud_init_timeout_seconds, 1},
+        {"VM_CLOUD_INIT_GPU_TIMEOUT_SECONDS", &C::vm_cloud_init_gpu_timeout_seconds, 1},
+        {"VM_NVIDIA_DRIVER_URL", &C::vm_nvidia_driver_url},
         {"OVERLAY_ENABLED", &C::overlay_enabled},
         {"OVERLAY_SUBNET", &C::overlay_subnet},
         {"OVERLAY_NETWORK_NAME", &C::overlay_network_name},
@@ -88,6 +98,12 @@ public:
         if (v_.kind != Value::Kind::Str) mismatch("a str");
         if (spec_.ipv4 && !is_ipv4_literal(v_.s))
             fail(v_.line, key() + " expects an IPv4 address such as \"0.0.0.0\", got " + py::describe(v_));
+        if (!spec_.choices.empty() &&
+            std::find(spec_.choices.begin(), spec_.choices.end(), std::string_view(v_.s)) == spec_.choices.end()) {
+            std::string allowed;
+            for (std::string_view c : spec_.choices) allowed += (allowed.empty() ? "\"" : ", \"") + std::string(c) + "\"";
+            fail(v_.line, key() + " must be one of " + allowed + ", got " + py::describe(v_));
+        }
         config_.*m = v_.s;
     }
 

@@ -172,9 +172,13 @@ bool qemu_tools_present(const VmCapabilityOptions& opt, const std::string& path_
       "/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_CODE_4M.fd",
       "/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/qemu/OVMF_CODE.fd"};
   std::error_code ec;
-  if (std::none_of(std::begin(kOvmf), std::end(kOvmf),
-                   [&](const char* p) { return fs::exists(under(opt.root, p), ec); }))
-    missing.push_back("OVMF firmware not found (apt install ovmf)");
+  if (opt.firmware == "auto") {
+    if (std::none_of(std::begin(kOvmf), std::end(kOvmf),
+                     [&](const char* p) { return fs::exists(under(opt.root, p), ec); }))
+      missing.push_back("OVMF firmware not found (apt install ovmf)");
+  } else if (!opt.firmware.empty() && !fs::is_regular_file(under(opt.root, opt.firmware), ec)) {
+    missing.push_back("VM_FIRMWARE file not found: " + opt.firmware);
+  }
   if (!which("genisoimage", path_env) && !which("mkisofs", path_env))
     missing.push_back("genisoimage/mkisofs not found (apt install genisoimage)");
   for (std::size_t i = 0; i < missing.size(); ++i) error += (i ? "; " : "") + missing[i];
@@ -313,10 +317,13 @@ VmCapability check_vm_capability(const VmCapabilityOptions& opt) {
   std::string err;
 
   const fs::path dev_kvm = under(opt.root, "/dev/kvm");
-  const bool kvm_ok = opt.kvm_probe ? opt.kvm_probe(dev_kvm, err) : probe_kvm(dev_kvm, err);
-  if (!kvm_ok) cap.errors.push_back(std::exchange(err, {}));
-  const bool cpu_ok = cpu_has_virtualization(opt.root, err);
-  if (!cpu_ok) cap.errors.push_back(std::exchange(err, {}));
+  bool kvm_ok = true, cpu_ok = true;
+  if (!opt.tcg) {
+    kvm_ok = opt.kvm_probe ? opt.kvm_probe(dev_kvm, err) : probe_kvm(dev_kvm, err);
+    if (!kvm_ok) cap.errors.push_back(std::exchange(err, {}));
+    cpu_ok = cpu_has_virtualization(opt.root, err);
+    if (!cpu_ok) cap.errors.push_back(std::exchange(err, {}));
+  }
   const bool qemu_ok = qemu_tools_present(opt, path_env, err);
   if (!qemu_ok) cap.errors.push_back(std::exchange(err, {}));
 
@@ -338,12 +345,12 @@ VmCapability check_vm_capability(const VmCapabilityOptions& opt) {
   return cap;
 }
 
-const VmCapability& vm_capability() {
+const VmCapability& vm_capability(const VmCapabilityOptions& options) {
   static std::once_flag once;
   static VmCapability cached;
-  std::call_once(once, [] {
+  std::call_once(once, [&options] {
     try {
-      cached = check_vm_capability();
+      cached = check_vm_capability(options);
     } catch (const std::exception& e) {
       // Upstream: failure of the whole check -> false / null.
       spdlog::warn("VM capability check failed: {}", e.what());

@@ -2,9 +2,11 @@
 // §1.3.4, decision V1).
 //
 // vm_capable = KVM answers (/dev/kvm opens read-write, KVM_GET_API_VERSION is
-// 12 and KVM_CREATE_VM succeeds) AND /proc/cpuinfo mentions vmx or svm AND
-// qemu-system-x86_64, qemu-img and genisoimage|mkisofs are on PATH AND one of
-// the OVMF code files exists. IOMMU/VFIO problems are warnings only.
+// 12 and KVM_CREATE_VM succeeds) AND /proc/cpuinfo mentions vmx or svm —
+// both skipped when the operator chose TCG — AND qemu-system-x86_64,
+// qemu-img and genisoimage|mkisofs are on PATH AND the firmware exists (one
+// of upstream's OVMF code files; none for SeaBIOS; the configured file).
+// IOMMU/VFIO problems are warnings only.
 //
 // vfio_gpus: only when IOMMU groups exist and vfio, vfio_pci,
 // vfio_iommu_type1 are loaded or built in: NVIDIA (vendor 10de) display-class
@@ -52,6 +54,12 @@ struct VmCapabilityOptions {
   // Ask `lspci -s <addr> -mm` for GPU names first (upstream does); only used
   // for the live root. Runs a process with a 5 s limit.
   bool use_lspci = true;
+  // VM_QEMU_ACCEL == "tcg": software emulation needs neither KVM nor the
+  // CPU's virtualization flags (issue 10).
+  bool tcg = false;
+  // VM_FIRMWARE: "auto" = one of upstream's OVMF files must exist; "" =
+  // SeaBIOS, nothing required; a path = that file must exist.
+  std::string firmware = "auto";
 };
 
 // open(O_RDWR) + KVM_GET_API_VERSION == 12 + KVM_CREATE_VM (VM fd closed).
@@ -62,8 +70,9 @@ bool probe_kvm(const std::filesystem::path& dev_kvm, std::string& error);
 VmCapability check_vm_capability(const VmCapabilityOptions& options = {});
 
 // The live system's capability, computed on first use and cached for the
-// process lifetime (thread-safe). Warm it at startup before the I/O loop.
-const VmCapability& vm_capability();
+// process lifetime (thread-safe); the first caller's options count. Warm it
+// at startup before the I/O loop.
+const VmCapability& vm_capability(const VmCapabilityOptions& options = {});
 
 // Only the GPU discovery part (no IOMMU/module gate).
 std::vector<VfioGpu> discover_vfio_gpus(const VmCapabilityOptions& options,

@@ -25,7 +25,10 @@ NodeReporterImpl::~NodeReporterImpl() {
 
 void NodeReporterImpl::start() {
   gpus_ = monitor::GpuSampler::create_default();
-  vm_cap_future_ = std::async(std::launch::async, [] { return &monitor::vm_capability(); });
+  monitor::VmCapabilityOptions vm_options;
+  vm_options.tcg = cfg_.vm_qemu_accel == "tcg";
+  vm_options.firmware = cfg_.vm_firmware;
+  vm_cap_future_ = std::async(std::launch::async, [vm_options] { return &monitor::vm_capability(vm_options); });
 }
 
 void NodeReporterImpl::stop() {}

@@ -57,8 +57,8 @@ TEST(ConfigDefaults, MatchUpstreamTable) {
 
 TEST(ConfigDefaults, KeyTableCoversEveryUpstreamKeyAndOurs) {
     auto names = kr::config::config_key_names();
-    // 42 upstream keys + STATE_DIR + DOCKER_SOCKET + DOCKER_REGISTRY_REFRESH_TIMEOUT
-    EXPECT_EQ(names.size(), 45u);
+    // 42 upstream keys + STATE_DIR + DOCKER_SOCKET + 8 VM_* of ours + DOCKER_REGISTRY_REFRESH_TIMEOUT
+    EXPECT_EQ(names.size(), 53u);
     for (std::string key : {"RUNNER_BIND_IP", "OVERLAY_MTU", "VM_ACS_OVERRIDE", "STATE_DIR", "DOCKER_SOCKET",
                             "DOCKER_REGISTRY_REFRESH_TIMEOUT"})
         EXPECT_NE(std::find(names.begin(), names.end(), key), names.end()) << key;

@@ -84,6 +84,31 @@ TEST(MonitorVmCapability, RecordedH100Node) {
   EXPECT_NE(cap.warnings.at(0).find("IOMMU"), std::string::npos);
 }
 
+TEST(MonitorVmCapability, TcgNeedsNoKvmAndSeaBiosNoOvmf) {
+  // The recorded H100 node (Firecracker guest, no vmx, no OVMF) can still run
+  // VMs under software emulation with SeaBIOS (issue 10, VM_QEMU_ACCEL=tcg).
+  TempTree tools = all_tools();
+  VmCapabilityOptions o = options(fixture("h100-node"), tools, /*kvm_ok=*/false);
+  o.tcg = true;
+  o.firmware = "";
+  VmCapability cap = check_vm_capability(o);
+  EXPECT_TRUE(cap.vm_capable);
+  EXPECT_TRUE(cap.errors.empty());
+  o.firmware = "auto";  // OVMF still required when asked for
+  cap = check_vm_capability(o);
+  EXPECT_FALSE(cap.vm_capable);
+  ASSERT_EQ(cap.errors.size(), 1u);
+  EXPECT_NE(cap.errors[0].find("OVMF"), std::string::npos);
+  o.firmware = "/usr/share/OVMF/OVMF_CODE_4M.fd";  // an explicit file
+  cap = check_vm_capability(o);
+  ASSERT_EQ(cap.errors.size(), 1u);
+  EXPECT_EQ(cap.errors[0], "VM_FIRMWARE file not found: /usr/share/OVMF/OVMF_CODE_4M.fd");
+  o.root = fixture("monitor-vfio");  // has that file
+  EXPECT_TRUE(check_vm_capability(o).vm_capable);
+  o.tcg = false;  // KVM path: the probe's answer counts again
+  EXPECT_FALSE(check_vm_capability(o).vm_capable);
+}
+
 TEST(MonitorVmCapability, EachRequirementIsNeeded) {
   TempTree tools = all_tools();
   auto vfio = fixture("monitor-vfio");
