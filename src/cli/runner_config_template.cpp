@@ -102,6 +102,10 @@ DEFAULT_WORKING_DIR: str = "/shared"
 # Unix socket of the Docker Engine API
 DOCKER_SOCKET: str = "/var/run/docker.sock"
 
+# Seconds allowed for re-pulling a `:latest` (or untagged) registry image
+# that is already present; when it fails the local copy runs, with a warning
+DOCKER_REGISTRY_REFRESH_TIMEOUT: int = 30
+
 # Run tasks and VPS containers with --privileged (otherwise only SYS_NICE
 # is added); think twice before enabling
 TASKS_PRIVILEGED: bool = False

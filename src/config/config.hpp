@@ -54,6 +54,9 @@ struct RunnerConfig {
     bool tasks_privileged = false;
     std::vector<std::string> additional_mounts;
     int docker_image_sync_timeout = 600;
+    // Deadline (s) of the refresh pull of a `:latest`/untagged registry image
+    // that is already present locally; on failure the local copy runs.
+    int docker_registry_refresh_timeout = 30;
 
     // Tunnel
     bool tunnel_enabled = true;

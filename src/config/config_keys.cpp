@@ -87,6 +87,7 @@ const std::vector<KeySpec>& key_table() {
         {"OVERLAY_MTU", &C::overlay_mtu, 68, 65535},  // 68: IPv4's minimum MTU
         {"STATE_DIR", &C::state_dir},
         {"DOCKER_SOCKET", &C::docker_socket},
+        {"DOCKER_REGISTRY_REFRESH_TIMEOUT", &C::docker_registry_refresh_timeout, 1},
         {.name = "API_ALLOWED_CLIENTS", .member = &C::api_allowed_clients, .ip_networks = true},
         {.name = "METRICS_ALLOWED_CLIENTS", .member = &C::metrics_allowed_clients, .ip_networks = true},
     };

@@ -1,5 +1,6 @@
 #include "runner/runner.hpp"
 
+#include <ctime>
 #include <filesystem>
 
 #include <boost/asio/co_spawn.hpp>
@@ -81,6 +82,28 @@ void prepare_directories(const config::RunnerConfig& cfg) {
   if (ec) spdlog::warn("Cannot create LOCAL_TEMP_DIR {}: {}", cfg.local_temp_dir, ec.message());
 }
 
+// "degraded" while the state store has failed within the last 10 minutes
+// (full disk, read-only file system: new work cannot be recorded durably),
+// with the error, so an operator sees it without reading logs.
+json health_body(bool registered, std::size_t tasks, std::size_t reports_pending, const store::StoreHealth& sh,
+                 uint64_t tasks_ended_by_storage) {
+  const auto now = static_cast<int64_t>(std::time(nullptr));
+  const bool degraded = sh.errors > 0 && now - sh.last_error_unix < 600;
+  json body = {{"status", degraded ? "degraded" : "ok"},
+               {"registered", registered},
+               {"version", KR_VERSION},
+               {"tasks", tasks},
+               {"reports_pending", reports_pending}};
+  if (sh.errors > 0) {
+    json storage = {{"errors", sh.errors},
+                    {"last_error", sh.last_error},
+                    {"seconds_since_last_error", now - sh.last_error_unix},
+                    {"tasks_ended", tasks_ended_by_storage}};
+    body["state_store"] = storage;
+  }
+  return body;
+}
+
 }  // namespace
 
 int run_runner(cli::RunnerLaunch& launch) {
@@ -142,11 +165,8 @@ int run_runner(cli::RunnerLaunch& launch) {
 
   api::Router router;
   router.add("GET", "/healthz", [&](api::HttpRequest&) -> asio::awaitable<api::HttpResponse> {
-    json body{{"status", "ok"},
-              {"registered", link.registered()},
-              {"version", KR_VERSION},
-              {"tasks", task_manager.running_task_ids().size()},
-              {"reports_pending", outbox.pending()}};
+    json body = health_body(link.registered(), task_manager.running_task_ids().size(), outbox.pending(),
+                            state->health(), task_manager.storage_failures());
     body["overlay"] = overlay.status();
     co_return api::HttpResponse::json(200, body);
   });
