@@ -11,8 +11,12 @@ and the local dockerd:
      throughput ratio.
   3. memory: runner RSS before and after --many short tasks (in waves of
      --wave), growth in MiB.
+  4. kill latency: POST /api/kill of a running `sleep 300` task -> the
+     container no longer running, and -> the container removed (median of
+     --kills rounds).
 
-Usage: bench/tasks_bench.py [--rounds 10] [--burst 100] [--many 2000] [--wave 50]
+Usage: bench/tasks_bench.py [--rounds 10] [--burst 100] [--many 2000] [--wave 50] [--kills 10]
+                            [--parts dispatch,burst,memory,kill]
 """
 import argparse
 import http.client
@@ -56,6 +60,15 @@ def engine(method, target, body=None, sock="/var/run/docker.sock"):
     if r.status >= 400:
         raise RuntimeError(f"{method} {target}: {r.status} {raw[:200]}")
     return json.loads(raw) if raw else None
+
+
+def engine_json(method, target):
+    conn = UnixHTTPConnection("/var/run/docker.sock")
+    conn.request(method, target)
+    r = conn.getresponse()
+    raw = r.read()
+    conn.close()
+    return r.status, (json.loads(raw) if raw else None)
 
 
 def direct_run(name, share: Path, local: Path, out_dir: Path):
@@ -154,7 +167,10 @@ def main():
     ap.add_argument("--burst", type=int, default=100)
     ap.add_argument("--many", type=int, default=2000)
     ap.add_argument("--wave", type=int, default=50)
+    ap.add_argument("--kills", type=int, default=10)
+    ap.add_argument("--parts", default="dispatch,burst,memory,kill")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
 
     host = FixtureHost().start()
     tmp = Path(tempfile.mkdtemp(prefix="kr-bench-"))
@@ -166,35 +182,37 @@ def main():
 
         # 1. dispatch overhead, interleaved.
         ours, theirs = [], []
-        for i in range(args.rounds):
+        for i in range(args.rounds if "dispatch" in parts else 0):
             t0 = time.monotonic()
             tid = runner.submit()
             ours.append(runner.wait_final([tid]) - t0)
             theirs.append(direct_run(f"krbench-d{i}", runner.share, runner.local, runner.share / "logs" / f"d{i}"))
-        mo, mt = statistics.median(ours), statistics.median(theirs)
-        print(f"dispatch: runner execute->final report median {mo * 1000:.0f} ms, direct Engine API "
+        if ours:
+          mo, mt = statistics.median(ours), statistics.median(theirs)
+          print(f"dispatch: runner execute->final report median {mo * 1000:.0f} ms, direct Engine API "
               f"create+start+wait median {mt * 1000:.0f} ms over {args.rounds} rounds -> ratio {mo / mt:.3f} "
               f"(target <= 1.10; upstream measured 1.72)")
 
         # 2. burst.
-        n = args.burst
+        n = args.burst if "burst" in parts else 0
         t0 = time.monotonic()
-        with ThreadPoolExecutor(max_workers=min(n, 32)) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, min(n, 32))) as pool:
             tids = list(pool.map(lambda _: runner.submit(), range(n)))
         t_ours = runner.wait_final(tids) - t0
         t0 = time.monotonic()
-        with ThreadPoolExecutor(max_workers=n) as pool:
+        with ThreadPoolExecutor(max_workers=max(n, 1)) as pool:
             list(pool.map(lambda i: direct_run(f"krbench-b{i}", runner.share, runner.local,
                                                runner.share / "logs" / f"b{i}"), range(n)))
         t_direct = time.monotonic() - t0
-        print(f"burst of {n}: runner {t_ours:.2f} s to all final reports ({n / t_ours:.1f} tasks/s), direct "
+        if n:
+          print(f"burst of {n}: runner {t_ours:.2f} s to all final reports ({n / t_ours:.1f} tasks/s), direct "
               f"Engine API {t_direct:.2f} s ({n / t_direct:.1f}/s) -> throughput ratio {t_direct / t_ours:.2f} "
               f"(target >= 0.9; upstream 20 tasks took 9.6 s vs 3.6 s = 0.38)")
 
         # 3. memory over many short tasks.
         time.sleep(1)
         before = runner.rss_mib()
-        done = 0
+        done = 0 if "memory" in parts else args.many
         t0 = time.monotonic()
         while done < args.many:
             k = min(args.wave, args.many - done)
@@ -204,8 +222,42 @@ def main():
             done += k
         time.sleep(2)
         after = runner.rss_mib()
-        print(f"memory: RSS {before:.2f} MiB before, {after:.2f} MiB after {args.many} tasks "
+        if "memory" in parts:
+          print(f"memory: RSS {before:.2f} MiB before, {after:.2f} MiB after {args.many} tasks "
               f"({time.monotonic() - t0:.0f} s) -> growth {after - before:+.2f} MiB (target <= 2 MiB)")
+
+        # 4. kill latency.
+        stopped, removed = [], []
+        for i in range(args.kills if "kill" in parts else 0):
+            tid = runner.submit("sleep 300")
+            name = f"kohakuriver-task-{tid}"
+            while True:
+                st, info = engine_json("GET", f"/containers/{name}/json")
+                if st == 200 and info["State"]["Running"]:
+                    break
+                time.sleep(0.02)
+            t0 = time.monotonic()
+            conn = http.client.HTTPConnection("127.0.0.1", runner.port, timeout=30)
+            conn.request("POST", "/api/kill", json.dumps({"task_id": tid, "container_name": name}),
+                         {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            r.read()
+            conn.close()
+            assert r.status == 200, r.status
+            t_stop = None
+            while True:
+                st, info = engine_json("GET", f"/containers/{name}/json")
+                now = time.monotonic()
+                if t_stop is None and (st == 404 or not info["State"]["Running"]):
+                    t_stop = now
+                if st == 404:
+                    break
+                time.sleep(0.005)
+            stopped.append(t_stop - t0)
+            removed.append(now - t0)
+        if stopped:
+            print(f"kill latency: POST /api/kill -> container stopped median {statistics.median(stopped) * 1000:.0f} ms, "
+                  f"-> container removed median {statistics.median(removed) * 1000:.0f} ms over {len(stopped)} kills")
     finally:
         runner.stop()
         host.stop()

@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
-cmake --install build --prefix "${PREFIX:-/usr/local}" --strip >/dev/null
+cmake --install build --prefix "${PREFIX:-/usr/local}" --strip --component runner >/dev/null
 exec "${PREFIX:-/usr/local}/bin/kohakuriver" runner "$@"

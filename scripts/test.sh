@@ -10,6 +10,10 @@ scripts/ensure-dockerd.sh
 scripts/build.sh
 tests/images/build-test-images.sh
 tests/images/build-debian-image.sh
+# The .deb and a local repository of its dependencies (for the offline
+# install test; cached by content).
+deb=$(scripts/package.sh | tail -n1)
+tests/images/prepare-deb-repo.sh "$deb" >/dev/null
 
 unit_rc=0
 ctest --test-dir build --output-on-failure -j "$(nproc)" || unit_rc=$?

@@ -14,7 +14,14 @@
 # Needs dockerd, kr-test/busybox:test (tests/images/build-test-images.sh),
 # kr-test/debian:bookworm (tests/images/build-debian-image.sh) and `ssh`.
 # Hold the e2e lock exclusively: flock -x /tmp/kr-e2e.lock scripts/upstream-interop.sh SRC
+#
+# KR_INTEROP_IP=10.252.0.1 runs host and runner on that (non-loopback)
+# address instead of 127.0.0.1, e.g. one on a veth made for the check, so
+# that the runner sees the host's calls from a non-loopback source
+# (source-address policy); KR_INTEROP_RUNNER_EXTRA adds lines to the
+# runner's config (e.g. 'API_ALLOWED_CLIENTS = ["10.252.0.1"]').
 set -euo pipefail
+IP=${KR_INTEROP_IP:-127.0.0.1}
 SRC=${1:?path to an upstream KohakuRiver source tree}
 cd "$(dirname "$0")/.."
 BIN=$PWD/build/kohakuriver
@@ -24,7 +31,7 @@ python3 -m venv "$W/venv"
 mkdir -p "$W/share/logs" "$W/local"
 cat > "$W/host_config.py" <<PY
 from kohakuengine import Config
-HOST_BIND_IP = "127.0.0.1"
+HOST_BIND_IP = "$IP"
 HOST_PORT = 18800
 HOST_SSH_PROXY_PORT = 18802
 SHARED_DIR = "$W/share"
@@ -34,10 +41,12 @@ def config_gen():
 PY
 cat > "$W/runner_config.py" <<PY
 RUNNER_PORT = 18801
+HOST_ADDRESS = "$IP"
 HOST_PORT = 18800
 SHARED_DIR = "$W/share"
 LOCAL_TEMP_DIR = "$W/local"
 STATE_DIR = "$W/state"
+${KR_INTEROP_RUNNER_EXTRA:-}
 PY
 "$W/venv/bin/kohakuriver.host" --config "$W/host_config.py" > "$W/host.log" 2>&1 &
 HOST_PID=$!
@@ -47,41 +56,41 @@ sleep 6
 RUNNER_PID=$!
 NODE=$(hostname)
 for _ in $(seq 1 30); do
-  curl -s localhost:18800/api/nodes | grep -q '"status":"online"' && break; sleep 1
+  curl -s $IP:18800/api/nodes | grep -q '"status":"online"' && break; sleep 1
 done
-status() { curl -s "localhost:18800/api/status/$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["status"], d["exit_code"], d["error_message"])'; }
-submit() { curl -s -X POST localhost:18800/api/submit -H 'content-type: application/json' -d "$1" |
+status() { curl -s "$IP:18800/api/status/$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["status"], d["exit_code"], d["error_message"])'; }
+submit() { curl -s -X POST $IP:18800/api/submit -H 'content-type: application/json' -d "$1" |
            python3 -c 'import json,sys; print(json.load(sys.stdin)["task_ids"][0])'; }
 T1=$(submit '{"command":"echo","arguments":["hello"],"registry_image":"kr-test/busybox:test","targets":["'"$NODE"'"]}')
 T2=$(submit '{"command":"sleep","arguments":["300"],"registry_image":"kr-test/busybox:test","targets":["'"$NODE"'"]}')
 T3=$(submit '{"command":"echo","arguments":["x"],"targets":["'"$NODE"'"]}')
 sleep 6
 echo "registry task:  $(status "$T1") / stdout: $(cat "$W/share/logs/$T1/stdout.log")"
-curl -s -X POST "localhost:18800/api/command/$T2/pause" >/dev/null; echo "paused task:    $(status "$T2")"
-curl -s -X POST "localhost:18800/api/command/$T2/resume" >/dev/null; echo "resumed task:   $(status "$T2")"
-curl -s -X POST "localhost:18800/api/kill/$T2" >/dev/null; sleep 2; echo "killed task:    $(status "$T2")"
+curl -s -X POST "$IP:18800/api/command/$T2/pause" >/dev/null; echo "paused task:    $(status "$T2")"
+curl -s -X POST "$IP:18800/api/command/$T2/resume" >/dev/null; echo "resumed task:   $(status "$T2")"
+curl -s -X POST "$IP:18800/api/kill/$T2" >/dev/null; sleep 2; echo "killed task:    $(status "$T2")"
 echo "no-tarball env: $(status "$T3")"
 
 # ---- Docker VPS through the host's own API
 ssh-keygen -q -t ed25519 -N "" -f "$W/id"
 PUB=$(cat "$W/id.pub")
 SSHO=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o ConnectTimeout=5 -o LogLevel=ERROR -o IdentitiesOnly=yes)
-vps_field() { curl -s "localhost:18800/api/status/$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get(sys.argv[1]))' "$2"; }
+vps_field() { curl -s "$IP:18800/api/status/$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get(sys.argv[1]))' "$2"; }
 login() { for _ in $(seq 1 100); do ssh "${SSHO[@]}" -i "$W/id" -p "$1" root@127.0.0.1 "$2" && return 0; sleep 0.2; done; return 1; }
-V=$(curl -s -X POST localhost:18800/api/vps/create -H 'content-type: application/json' \
+V=$(curl -s -X POST $IP:18800/api/vps/create -H 'content-type: application/json' \
   -d '{"ssh_key_mode":"upload","ssh_public_key":"'"$PUB"'","registry_image":"kr-test/debian:bookworm","target_hostname":"'"$NODE"'","required_cores":1}' |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["task_id"])')
 sleep 2
 P1=$(vps_field "$V" ssh_port)
 echo "vps created:    $(status "$V") / ssh_port $P1"
 echo "vps login:      $(login "$P1" 'echo interop-file > /root/interop.txt; echo ok')"
-curl -s -X POST "localhost:18800/api/vps/restart/$V" >/dev/null
+curl -s -X POST "$IP:18800/api/vps/restart/$V" >/dev/null
 for _ in $(seq 1 60); do sleep 1; [ "$(vps_field "$V" status)" = running ] && [ "$(vps_field "$V" ssh_port)" != "$P1" ] && break; done
 P2=$(vps_field "$V" ssh_port)
 echo "vps restarted:  $(status "$V") / ssh_port $P2"
 echo "after restart:  file: $(login "$P2" 'cat /root/interop.txt') / $(login "$P2" '/usr/sbin/sshd -T | grep -i ^passwordauthentication')"
-echo "snapshots:      $(curl -s "localhost:18801/api/vps/snapshots/$V" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')"
-curl -s -X POST "localhost:18800/api/vps/stop/$V" >/dev/null; sleep 3
+echo "snapshots:      $(curl -s "$IP:18801/api/vps/snapshots/$V" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')"
+curl -s -X POST "$IP:18800/api/vps/stop/$V" >/dev/null; sleep 3
 echo "vps stopped:    $(status "$V") / container: $(docker ps -a --filter "name=kohakuriver-vps-$V" -q | wc -l)"
 curl -s -X DELETE "localhost:18801/api/vps/snapshots/$V" >/dev/null   # leave no snapshot images behind
 

@@ -76,6 +76,7 @@ struct HttpServer::Impl {
   HttpServerOptions options;
   tcp::acceptor acceptor;
   std::list<beast::tcp_stream*> open;  // for stop()
+  HttpServer::Gate gate;
   bool stopping = false;
   ConnectionLimiter limiter;
   std::set<std::string> privileged;  // normalised IP literals
@@ -234,7 +235,11 @@ struct HttpServer::Impl {
       stream.expires_never();
       auto& req = parser.get();
       HttpRequest hreq = to_request(req, remote);
-      if (beast::websocket::is_upgrade(req)) {
+      // The source-address policy first: a refused WebSocket upgrade gets
+      // the plain 403 (the client sees a rejected handshake).
+      std::optional<HttpResponse> refused;
+      if (gate) refused = gate(hreq);
+      if (!refused && beast::websocket::is_upgrade(req)) {
         // WebSocket routes (api/websocket.hpp) take the connection over.
         if (const WsRoute* ws = router.match_websocket(hreq.path, hreq.path_params)) {
           co_await detail::serve_websocket(std::move(stream), parser.release(), std::move(hreq), *ws, *it);
@@ -242,7 +247,11 @@ struct HttpServer::Impl {
           co_return;
         }
       }
-      HttpResponse hres = co_await router.dispatch(hreq);
+      HttpResponse hres;
+      if (refused)
+        hres = std::move(*refused);
+      else
+        hres = co_await router.dispatch(hreq);
       bool keep = req.keep_alive() && !stopping;
       spdlog::debug("{} {} {} -> {}", remote, hreq.method, hreq.target, hres.status);
       const bool written = co_await write_response(stream, std::move(hres), req.version(), keep);
@@ -305,6 +314,8 @@ void HttpServer::listen(const std::string& address, uint16_t port) {
   impl_->add_privileged_sources();
   asio::co_spawn(impl_->io, impl_->accept_loop(), asio::detached);
 }
+
+void HttpServer::set_gate(Gate gate) { impl_->gate = std::move(gate); }
 
 uint16_t HttpServer::port() const { return impl_->acceptor.local_endpoint().port(); }
 

@@ -5,7 +5,9 @@
 // body deadlines, and per-source connection limits with a reserve for the
 // host and loopback (api/connection_limiter.hpp).
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +33,11 @@ class HttpServer {
   // use), then accepts in the background.
   void listen(const std::string& address, uint16_t port);
   uint16_t port() const;
+  // Consulted for every request before it is routed (WebSocket upgrades
+  // included): a response returned here is sent instead (the source-address
+  // policy's 403).
+  using Gate = std::function<std::optional<HttpResponse>(const HttpRequest&)>;
+  void set_gate(Gate gate);
   // Stops accepting and closes open connections.
   void stop();
 

@@ -7,6 +7,7 @@
 #include <iostream>
 #include <string_view>
 
+#include "cli/doctor.hpp"
 #include "cli/init_commands.hpp"
 #include "cli/launch.hpp"
 #include "overlay/cleanup.hpp"
@@ -162,6 +163,10 @@ int run_unified(int argc, char** argv, const std::function<int(RunnerLaunch&)>& 
     CLI::Option* overlay_config =
         overlay_cleanup->add_option("-c,--config", overlay_opts.config_path, "Runner configuration file")
             ->type_name("PATH");
+    CLI::App* doctor = app.add_subcommand(
+        "doctor", "Check this node (config, Docker, cgroups, networks, host, GPUs, VMs, state dir, port)");
+    RunnerFlags doctor_flags;
+    doctor_flags.add_to(*doctor);
 
     try {
         app.parse(argc, argv);
@@ -178,6 +183,7 @@ int run_unified(int argc, char** argv, const std::function<int(RunnerLaunch&)>& 
         if (int rc = prepare_launch(overlay_opts, launch, out, err); rc != 0) return rc;
         return overlay::cleanup_command(launch.config, out, err);
     }
+    if (doctor->parsed()) return run_doctor(doctor_flags.collect(), out, err);
     if (version->parsed()) {
         out << version_string() << "\n";
         return 0;

@@ -178,7 +178,8 @@ int init_config(const InitConfigOptions& options, std::ostream& out, std::ostrea
 std::string render_runner_unit(const UnitParams& p) {
     // Type=notify: the runner reports READY=1 itself (sd_notify) once it is
     // listening, so `systemctl start` returns when the API is reachable.
-    // KillMode=process: containers and QEMU outlive a runner restart (V26).
+    // KillMode=process: containers and QEMU outlive a runner restart (V26),
+    // also one caused by the watchdog.
     std::string unit =
         "[Unit]\n"
         "Description=KohakuRiver Runner Agent\n"
@@ -188,6 +189,9 @@ std::string render_runner_unit(const UnitParams& p) {
         "[Service]\n"
         "Type=notify\n"
         "NotifyAccess=main\n"
+        // The runner pings WATCHDOG=1 from its event loop (runner/watchdog):
+        // a wedged loop is restarted by systemd.
+        "WatchdogSec=30\n"
         "WorkingDirectory=" + specifiers_escaped(p.working_dir) + "\n"
         "ExecStart=" + exec_arg(p.exe) + " runner --config " + exec_arg(p.config_path) + "\n"
         "Restart=on-failure\n"

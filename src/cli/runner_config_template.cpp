@@ -1,7 +1,7 @@
 // The file written by `kohakuriver init config --runner`. It keeps the shape
 // of upstream's generated runner_config.py (docstring, the two imports, typed
 // module-level assignments, config_gen()) so the same file also works with
-// the Python runner; only the wording and our two extra keys differ. The
+// the Python runner; only the wording and our extra keys differ. The
 // values must equal RunnerConfig's defaults (a unit test loads it back).
 #include "cli/init_commands.hpp"
 
@@ -39,6 +39,15 @@ HOST_ADDRESS: str = "127.0.0.1"
 
 # Port of the KohakuRiver host
 HOST_PORT: int = 8000
+
+# Who may use the runner's control API (addresses or networks, e.g.
+# ["10.0.0.5", "10.0.1.0/24"]); empty = every client, as upstream. Loopback
+# is always allowed; containers and VMs of this node never are (they reach
+# only /healthz, their own tunnel and VM agent endpoints).
+API_ALLOWED_CLIENTS: list[str] = []
+
+# Who may scrape /metrics; empty = the same clients as API_ALLOWED_CLIENTS
+METRICS_ALLOWED_CLIENTS: list[str] = []
 
 # =============================================================================
 # Paths
@@ -92,6 +101,10 @@ DEFAULT_WORKING_DIR: str = "/shared"
 
 # Unix socket of the Docker Engine API
 DOCKER_SOCKET: str = "/var/run/docker.sock"
+
+# Seconds allowed for re-pulling a `:latest` (or untagged) registry image
+# that is already present; when it fails the local copy runs, with a warning
+DOCKER_REGISTRY_REFRESH_TIMEOUT: int = 30
 
 # Run tasks and VPS containers with --privileged (otherwise only SYS_NICE
 # is added); think twice before enabling

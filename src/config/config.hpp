@@ -54,6 +54,9 @@ struct RunnerConfig {
     bool tasks_privileged = false;
     std::vector<std::string> additional_mounts;
     int docker_image_sync_timeout = 600;
+    // Deadline (s) of the refresh pull of a `:latest`/untagged registry image
+    // that is already present locally; on failure the local copy runs.
+    int docker_registry_refresh_timeout = 30;
 
     // Tunnel
     bool tunnel_enabled = true;
@@ -109,6 +112,12 @@ struct RunnerConfig {
     std::string state_dir = "/var/lib/kohakuriver";
     // dockerd's Engine API socket (decisions.md "Docker: Engine API only").
     std::string docker_socket = "/var/run/docker.sock";
+    // Source-address policy (decisions.md, S-NOAUTH): when non-empty, only
+    // these addresses/networks (and loopback) may use the control API;
+    // /metrics follows metrics_allowed_clients, or this list when that is
+    // empty. Containers and VMs are kept off the control API regardless.
+    std::vector<std::string> api_allowed_clients;
+    std::vector<std::string> metrics_allowed_clients;
 
     // CONTAINER_TAR_DIR, or <SHARED_DIR>/kohakuriver-containers when empty.
     std::string tar_dir() const;

@@ -5,6 +5,8 @@
 #include <limits>
 #include <variant>
 
+#include "common/ip_network.hpp"
+
 namespace kr::config {
 namespace {
 
@@ -25,6 +27,7 @@ struct KeySpec {
     std::int64_t max = kIntMax;
     bool ipv4 = false;  // str key that must hold an IPv4 literal
     std::vector<std::string_view> choices = {};  // str key limited to these values
+    bool ip_networks = false;  // list key whose items are addresses or CIDRs
 };
 
 constexpr std::int64_t kPortMin = 1, kPortMax = 65535;
@@ -84,6 +87,9 @@ const std::vector<KeySpec>& key_table() {
         {"OVERLAY_MTU", &C::overlay_mtu, 68, 65535},  // 68: IPv4's minimum MTU
         {"STATE_DIR", &C::state_dir},
         {"DOCKER_SOCKET", &C::docker_socket},
+        {"DOCKER_REGISTRY_REFRESH_TIMEOUT", &C::docker_registry_refresh_timeout, 1},
+        {.name = "API_ALLOWED_CLIENTS", .member = &C::api_allowed_clients, .ip_networks = true},
+        {.name = "METRICS_ALLOWED_CLIENTS", .member = &C::metrics_allowed_clients, .ip_networks = true},
     };
     return table;
 }
@@ -132,6 +138,9 @@ public:
             const Value& item = v_.items[i];
             if (item.kind != Value::Kind::Str)
                 fail(item.line, key() + "[" + std::to_string(i) + "] expects a str, got " + py::describe(item));
+            if (spec_.ip_networks && !net::parse_network(item.s))
+                fail(item.line, key() + "[" + std::to_string(i) + "] expects an IP address or network such as "
+                                "\"10.0.0.5\" or \"10.0.0.0/24\", got " + py::describe(item));
             out.push_back(item.s);
         }
         config_.*m = std::move(out);

@@ -125,9 +125,16 @@ struct DockerClient::Impl {
   }
 
   // A buffered call with the version prefix; status >= 400 throws.
+  void observe(Method m, const std::string& target, Clock::time_point start) const {
+    if (opts.on_request)
+      opts.on_request(m, target, std::chrono::duration<double>(Clock::now() - start).count());
+  }
+
   awaitable<HttpResponse> send(HttpRequest req, Deadline d) {
     d = resolve(d);
     const auto start = Clock::now();
+    const Method method = req.method;
+    const std::string target = req.target;
     try {
       const std::string v = co_await version(d);
       auto left = d - std::chrono::duration_cast<Deadline>(Clock::now() - start);
@@ -138,26 +145,34 @@ struct DockerClient::Impl {
       if (r.status >= 400) {
         // "client version 1.44 is too new": the daemon was downgraded.
         if (r.status == 400 && r.body.find("client version") != std::string::npos) negotiated.reset();
+        observe(method, target, start);
         throw_http(r);
       }
+      observe(method, target, start);
       co_return r;
     } catch (const DockerError& e) {
       // The daemon may come back as a different version: renegotiate.
       if (e.daemon_unavailable()) negotiated.reset();
+      if (e.kind != DockerError::Kind::Http) observe(method, target, start);
       throw;
     }
   }
 
   // A long-lived call on its own connection (wait, pull, load, events).
   awaitable<HttpResponse> stream(HttpRequest req, std::function<void(std::string_view)> on_data) {
+    const auto start = Clock::now();
+    const Method method = req.method;
+    const std::string target = req.target;
     try {
       const std::string v = co_await version(opts.default_deadline);
       req.target = "/v" + v + req.target;
       auto r = co_await transport.stream(std::move(req), std::move(on_data));
+      observe(method, target, start);
       if (r.status >= 400) throw_http(r);
       co_return r;
     } catch (const DockerError& e) {
       if (e.daemon_unavailable()) negotiated.reset();
+      if (e.kind != DockerError::Kind::Http) observe(method, target, start);
       throw;
     }
   }

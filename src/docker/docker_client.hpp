@@ -58,6 +58,9 @@ struct ClientOptions {
   Deadline default_deadline{30000};
   std::size_t max_idle_connections = 4;  // keep-alive pool bound
   std::string api_version;               // e.g. "1.41"; empty = negotiate
+  // Called when a call (buffered or streamed) ends, successful or not, with
+  // its unversioned target and duration (the runner's /metrics histogram).
+  std::function<void(Method, const std::string& target, double seconds)> on_request;
 };
 
 struct ClientStats {

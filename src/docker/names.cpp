@@ -136,6 +136,18 @@ bool is_managed_container_name(std::string_view name) {
   return false;
 }
 
+std::optional<long long> managed_container_id(std::string_view name) {
+  if (!is_managed_container_name(name)) return std::nullopt;
+  std::string_view digits = name.substr(name.rfind('-') + 1);
+  unsigned long long v = 0;
+  for (char c : digits) {
+    const unsigned d = static_cast<unsigned>(c - '0');
+    if (v > (9223372036854775807ULL - d) / 10) return std::nullopt;
+    v = v * 10 + d;
+  }
+  return static_cast<long long>(v);
+}
+
 bool is_valid_container_name(std::string_view name) {
   if (!name.empty() && name.front() == '/') name.remove_prefix(1);
   if (name.empty() || name.size() > kMaxContainerNameLength || !is_alnum(name.front()))

@@ -20,6 +20,10 @@ inline constexpr std::size_t kMaxContainerNameLength = 255;
 // decimal digits (task ids are int64 snowflakes).
 bool is_managed_container_name(std::string_view name);
 
+// The id in a managed container name (any of the three prefixes); nullopt
+// when `name` is not one or the id does not fit an int64.
+std::optional<long long> managed_container_id(std::string_view name);
+
 // Docker's container name grammar `[a-zA-Z0-9][a-zA-Z0-9_.-]*` (one leading
 // `/` as Docker prints names is accepted). One character is allowed so that
 // container id prefixes, which share the URL slot, pass too.

@@ -9,6 +9,8 @@
 
 #include "docker/transport.hpp"
 
+#include "common/blocking.hpp"
+
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -24,7 +26,6 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -130,13 +131,14 @@ struct OpenedFile {
   std::string error;
 };
 
-// Runs on the helper thread (open/stat of a hung NFS path block as well).
-asio::awaitable<OpenedFile> open_for_upload(std::string path) {
+// Runs on a blocking-pool thread (open/stat of a hung NFS path, or of a
+// FIFO nobody writes, block as well).
+OpenedFile open_for_upload(const std::string& path) {
   OpenedFile f;
   f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (f.fd < 0) {
     f.error = std::strerror(errno);
-    co_return f;
+    return f;
   }
   struct stat st {};
   if (::fstat(f.fd, &st) != 0) {
@@ -145,24 +147,32 @@ asio::awaitable<OpenedFile> open_for_upload(std::string path) {
     f.error = "not a regular file";  // its size is needed for Content-Length
   } else {
     f.size = static_cast<std::uint64_t>(st.st_size);
-    co_return f;
+    return f;
   }
   ::close(f.fd);
   f.fd = -1;
-  co_return f;
+  return f;
 }
 
-// Runs on the helper thread. A plain coroutine function (arguments copied
-// into its frame), not a capturing lambda: GCC 12 mishandles lambda
-// temporaries inside co_await expressions.
-asio::awaitable<ssize_t> read_chunk(int fd, std::shared_ptr<std::vector<char>> chunk,
-                                    std::size_t want) {
+// Runs on a blocking-pool thread.
+ssize_t read_chunk(int fd, char* data, std::size_t want) {
   ssize_t r;
   do {
-    r = ::read(fd, chunk->data(), want);
+    r = ::read(fd, data, want);
   } while (r < 0 && errno == EINTR);
   if (r < 0) r = -errno;  // errno is per-thread: carry it back in the result
-  co_return r;
+  return r;
+}
+
+// Upload files (image tarballs) live on shared storage that may hang: a few
+// stuck reads at most, each bounded by the call's deadline.
+BlockingLane& upload_lane() {
+  static auto* lane = new BlockingLane("image tarball read", 4);
+  return *lane;
+}
+
+milliseconds left_until(Clock::time_point until) {
+  return std::max(std::chrono::duration_cast<milliseconds>(until - Clock::now()), milliseconds(1));
 }
 
 }  // namespace
@@ -175,14 +185,9 @@ struct Transport::Impl : std::enable_shared_from_this<Transport::Impl> {
   std::map<std::uint64_t, std::weak_ptr<Call>> active;
   std::uint64_t next_call_id = 1;
   std::uint64_t connections_opened = 0;
-  std::unique_ptr<asio::thread_pool> file_pool;  // created on first upload
 
   Impl(asio::any_io_executor e, std::string p, std::size_t m)
       : ex(std::move(e)), path(std::move(p)), max_idle(m) {}
-
-  ~Impl() {
-    if (file_pool) file_pool->join();
-  }
 
   // A pooled connection is usable if the peer has neither closed it nor
   // sent unsolicited bytes. MSG_PEEK|MSG_DONTWAIT never blocks.
@@ -302,10 +307,25 @@ struct Transport::Impl : std::enable_shared_from_this<Transport::Impl> {
 
   // Sends the header, then the file in chunks; the file is never held in
   // memory as a whole (tarballs can be several GB).
-  asio::awaitable<error_code> write_upload(Conn& conn, const HttpRequest& req) {
-    if (!file_pool) file_pool = std::make_unique<asio::thread_pool>(1);
-    OpenedFile opened = co_await asio::co_spawn(
-        file_pool->get_executor(), open_for_upload(req.upload_file->string()), asio::use_awaitable);
+  // A read that hangs past `until` throws DockerError{Timeout}; the stuck
+  // thread is abandoned (its file descriptor stays open until it returns).
+  asio::awaitable<error_code> write_upload(Conn& conn, const HttpRequest& req, Clock::time_point until) {
+    const std::string path = req.upload_file->string();
+    auto open_file = [path] { return open_for_upload(path); };
+    OpenedFile opened;
+    try {
+      opened = co_await run_blocking_for(upload_lane(), left_until(until), open_file, req.cancel);
+    } catch (const BlockingTimeout&) {
+      opened.error = "timed out opening it (storage hung?)";
+    } catch (const BlockingCancelled&) {
+      opened.error = "cancelled";
+    } catch (const BlockingBusy& e) {
+      opened.error = e.what();
+    }
+    if (opened.fd < 0 && opened.error == "cancelled")
+      throw DockerError(DockerError::Kind::Cancelled, 0, "upload of " + path + " cancelled");
+    if (opened.fd < 0 && opened.error.rfind("timed out", 0) == 0)
+      throw DockerError(DockerError::Kind::Timeout, 0, "cannot read " + path + ": " + opened.error);
     FileReader file{opened.fd};
     if (opened.fd < 0)
       throw DockerError(DockerError::Kind::InvalidArgument, 0,
@@ -318,13 +338,30 @@ struct Transport::Impl : std::enable_shared_from_this<Transport::Impl> {
     auto [ec, n] = co_await http::async_write_header(conn.sock, sr, kTok);
     if (ec) co_return ec;
 
+    // Shared with the reading thread, which may outlive this call when a
+    // read hangs: it owns the descriptor from then on.
     auto chunk = std::make_shared<std::vector<char>>(kUploadChunk);
+    auto owned_fd = std::make_shared<FileReader>();
+    owned_fd->fd = file.fd;
+    file.fd = -1;
     std::uint64_t remaining = opened.size;
-    const int fd = file.fd;
     while (remaining > 0) {
       const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(remaining, kUploadChunk));
-      ssize_t got = co_await asio::co_spawn(file_pool->get_executor(), read_chunk(fd, chunk, want),
-                                            asio::use_awaitable);
+      auto read_next = [owned_fd, chunk, want] { return read_chunk(owned_fd->fd, chunk->data(), want); };
+      ssize_t got = 0;
+      bool hung = false, cancelled = false;
+      try {
+        got = co_await run_blocking_for(upload_lane(), left_until(until), read_next, req.cancel);
+      } catch (const BlockingTimeout&) {
+        hung = true;
+      } catch (const BlockingCancelled&) {
+        cancelled = true;
+      }
+      if (cancelled)
+        throw DockerError(DockerError::Kind::Cancelled, 0, "upload of " + req.upload_file->string() + " cancelled");
+      if (hung)
+        throw DockerError(DockerError::Kind::Timeout, 0,
+                          "reading " + req.upload_file->string() + " timed out (storage hung?)");
       if (got <= 0)
         throw DockerError(DockerError::Kind::InvalidArgument, 0,
                           "reading " + req.upload_file->string() + " failed: " +
@@ -441,7 +478,8 @@ asio::awaitable<HttpResponse> Transport::stream(HttpRequest req,
   auto conn = call.conn;
   error_code wec;
   if (req.upload_file) {
-    wec = co_await self->write_upload(*conn, req);
+    const auto until = req.deadline ? Clock::now() + *req.deadline : Clock::now() + kMaxDeadline;
+    wec = co_await self->write_upload(*conn, req, until);
   } else {
     wec = co_await self->write_request(*conn, req);
   }

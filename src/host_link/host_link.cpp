@@ -137,6 +137,7 @@ asio::awaitable<void> HostLink::heartbeat_once() {
     } else if (!res.ok()) {
       spdlog::warn("Heartbeat rejected: HTTP {} {}", res.status, res.body.substr(0, 300));
     } else {
+      last_heartbeat_ok_ = std::chrono::system_clock::now();
       spdlog::debug("Heartbeat sent ({} running)", body["running_tasks"].size());
     }
   } catch (const HostUnreachable& e) {

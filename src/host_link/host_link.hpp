@@ -51,6 +51,8 @@ class HostLink {
   void start();
   void stop();
   bool registered() const { return registered_; }
+  // Wall-clock time of the last heartbeat the host answered 2xx (metrics).
+  std::optional<std::chrono::system_clock::time_point> last_heartbeat_success() const { return last_heartbeat_ok_; }
   HostClient& client() { return client_; }
   const std::string& hostname() const { return hostname_; }
 
@@ -74,6 +76,7 @@ class HostLink {
   StopSignal stop_;
   std::string hostname_;
   bool registered_ = false;
+  std::optional<std::chrono::system_clock::time_point> last_heartbeat_ok_;
 };
 
 std::string local_hostname();

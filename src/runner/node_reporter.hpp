@@ -29,6 +29,8 @@ class NodeReporterImpl : public host_link::NodeReporter {
   boost::asio::awaitable<nlohmann::json> heartbeat_fields() override;
 
   const std::optional<std::vector<monitor::NumaNode>>& numa_topology() const { return numa_; }
+  // The most recent GPU sample (plain NVML gpu_info; [] without GPUs).
+  nlohmann::json last_gpu_sample() const { return gpus_ ? gpus_->last_sample() : nlohmann::json::array(); }
 
  private:
   const monitor::VmCapability* vm_capability_if_ready();

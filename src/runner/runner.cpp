@@ -1,5 +1,6 @@
 #include "runner/runner.hpp"
 
+#include <ctime>
 #include <filesystem>
 
 #include <boost/asio/co_spawn.hpp>
@@ -11,15 +12,19 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "api/access_policy.hpp"
 #include "api/http_server.hpp"
 #include "api/router.hpp"
 #include "docker/docker_client.hpp"
 #include "fs/fs_service.hpp"
 #include "host_link/host_link.hpp"
 #include "overlay/overlay_manager.hpp"
+#include "metrics/metrics.hpp"
+#include "runner/access_setup.hpp"
 #include "runner/node_reporter.hpp"
 #include "runner/sd_notify.hpp"
 #include "runner/tunnel_lookup.hpp"
+#include "runner/watchdog.hpp"
 #include "store/outbox.hpp"
 #include "store/state_store.hpp"
 #include "tasks/task_manager.hpp"
@@ -77,6 +82,28 @@ void prepare_directories(const config::RunnerConfig& cfg) {
   if (ec) spdlog::warn("Cannot create LOCAL_TEMP_DIR {}: {}", cfg.local_temp_dir, ec.message());
 }
 
+// "degraded" while the state store has failed within the last 10 minutes
+// (full disk, read-only file system: new work cannot be recorded durably),
+// with the error, so an operator sees it without reading logs.
+json health_body(bool registered, std::size_t tasks, std::size_t reports_pending, const store::StoreHealth& sh,
+                 uint64_t tasks_ended_by_storage) {
+  const auto now = static_cast<int64_t>(std::time(nullptr));
+  const bool degraded = sh.errors > 0 && now - sh.last_error_unix < 600;
+  json body = {{"status", degraded ? "degraded" : "ok"},
+               {"registered", registered},
+               {"version", KR_VERSION},
+               {"tasks", tasks},
+               {"reports_pending", reports_pending}};
+  if (sh.errors > 0) {
+    json storage = {{"errors", sh.errors},
+                    {"last_error", sh.last_error},
+                    {"seconds_since_last_error", now - sh.last_error_unix},
+                    {"tasks_ended", tasks_ended_by_storage}};
+    body["state_store"] = storage;
+  }
+  return body;
+}
+
 }  // namespace
 
 int run_runner(cli::RunnerLaunch& launch) {
@@ -106,6 +133,9 @@ int run_runner(cli::RunnerLaunch& launch) {
 
   docker::ClientOptions docker_opts;
   docker_opts.socket_path = cfg.docker_socket;
+  docker_opts.on_request = [](docker::Method m, const std::string& target, double seconds) {
+    metrics::docker_request(metrics::docker_operation(docker::method_name(m), target), seconds);
+  };
   docker::DockerClient docker(io.get_executor(), docker_opts);
 
   std::function<std::vector<int64_t>()> running_tasks;
@@ -135,15 +165,25 @@ int run_runner(cli::RunnerLaunch& launch) {
 
   api::Router router;
   router.add("GET", "/healthz", [&](api::HttpRequest&) -> asio::awaitable<api::HttpResponse> {
-    json body{{"status", "ok"},
-              {"registered", link.registered()},
-              {"version", KR_VERSION},
-              {"tasks", task_manager.running_task_ids().size()},
-              {"reports_pending", outbox.pending()}};
+    json body = health_body(link.registered(), task_manager.running_task_ids().size(), outbox.pending(),
+                            state->health(), task_manager.storage_failures());
     body["overlay"] = overlay.status();
     co_return api::HttpResponse::json(200, body);
   });
   vps_manager.add_routes(router);  // first: it wraps /api/kill|pause|resume for VPS ids
+  metrics::declare_finished_statuses("task", {"completed", "failed", "killed", "killed_oom", "stopped"});
+  metrics::declare_finished_statuses("vps", {"failed", "stopped"});
+  router.add("GET", "/metrics", [&](api::HttpRequest&) -> asio::awaitable<api::HttpResponse> {
+    metrics::ScrapeState st;
+    for (const char* state : {"provisioning", "running", "killing"}) st.tasks[{"task", state}] = 0;
+    for (const auto& [state, n] : task_manager.task_states()) st.tasks[{"task", state}] = n;
+    st.tasks[{"vps", "running"}] = static_cast<int64_t>(vps_manager.running_vps_ids().size());
+    st.outbox_pending = static_cast<int64_t>(outbox.pending());
+    if (auto t = link.last_heartbeat_success())
+      st.last_heartbeat_success_unix = std::chrono::duration<double>(t->time_since_epoch()).count();
+    st.gpu_info = reporter.last_gpu_sample();
+    co_return api::HttpResponse{200, metrics::render(st), metrics::kContentType, {}};
+  });
   task_manager.add_routes(router);
   fs::FsService fs_service(docker, *state);
   fs_service.add_routes(router);
@@ -160,9 +200,17 @@ int run_runner(cli::RunnerLaunch& launch) {
   if (cfg.tunnel_enabled && tunnel::needs_gateway_listener(cfg.runner_bind_ip, cfg.docker_network_gateway))
     gateway_listener.emplace(io, tunnel_hub, cfg.docker_network_gateway, static_cast<uint16_t>(cfg.runner_port));
 
+  // Source-address policy: containers and VMs off the control API.
+  api::AccessPolicy access(access_rules_from_config(cfg));
+  for (const auto& line : access.describe()) spdlog::info("Source-address policy: {}", line);
+  StopSignal access_stop(io.get_executor());
+
   api::HttpServerOptions server_opts;
   server_opts.privileged_sources = {cfg.host_address};  // the host keeps reserved connections
   api::HttpServer server(io, router, server_opts);
+  server.set_gate([&access](const api::HttpRequest& req) { return access.check(req); });
+  std::optional<Watchdog> watchdog;
+  if (auto interval = watchdog_interval_from_env()) watchdog.emplace(io.get_executor(), *interval);
   // Installed before listening and before READY=1, so a SIGTERM that
   // arrives during start-up is handled (not the default "terminate").
   asio::signal_set signals(io, SIGINT, SIGTERM);
@@ -173,6 +221,8 @@ int run_runner(cli::RunnerLaunch& launch) {
     server.stop();
     tunnel_hub.stop();
     if (gateway_listener) gateway_listener->stop();
+    access_stop.stop();
+    if (watchdog) watchdog->stop();
     link.stop();
     task_manager.stop();
     vps_manager.stop();
@@ -205,7 +255,9 @@ int run_runner(cli::RunnerLaunch& launch) {
   task_manager.start();
   vps_manager.start();
   link.start();
+  asio::co_spawn(io, follow_docker_networks(docker, access, cfg, access_stop), asio::detached);
   notify_systemd("READY=1");
+  if (watchdog) watchdog->start();
 
   io.run();
   spdlog::info("Runner stopped");

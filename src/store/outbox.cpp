@@ -55,6 +55,11 @@ struct Outbox::Core : std::enable_shared_from_this<Core> {
   Clock::duration host_delay{};
   asio::steady_timer wake;  // the dispatcher sleeps on it; cancel() = wake up
   std::set<asio::steady_timer*> flush_waiters;
+  // Non-final reports with seq <= this are stale (superseded by a pause or
+  // resume the host saw): dropped, never sent.
+  std::map<int64_t, int64_t> superseded_upto;
+  std::set<int64_t> volatile_seqs;  // in memory only (the store failed)
+  int64_t next_volatile_seq = int64_t{1} << 62;
   bool started = false, stopping = false;
   std::minstd_rand rng;
 
@@ -154,14 +159,25 @@ struct Outbox::Core : std::enable_shared_from_this<Core> {
     OutboxEntry e = tq.entries.front();
     int status = 0;
     std::string error;
-    try {
-      status = co_await sender(e.payload);
-    } catch (const std::exception& ex) {
-      error = ex.what();
-    } catch (...) {
-      error = "unknown error";
+    auto sup = superseded_upto.find(task_id);
+    const bool stale = !e.is_final && sup != superseded_upto.end() && e.seq <= sup->second;
+    if (!stale) {
+      try {
+        status = co_await sender(e.payload);
+      } catch (const std::exception& ex) {
+        error = ex.what();
+      } catch (...) {
+        error = "unknown error";
+      }
     }
     Verdict v = error.empty() ? classify(status) : Verdict::Retry;
+    // Superseded before or while this attempt was in flight: dropped, never
+    // retried (a later `running` would undo a pause the host shows).
+    sup = superseded_upto.find(task_id);
+    const bool superseded = !e.is_final && sup != superseded_upto.end() && e.seq <= sup->second;
+    const bool host_answered = !stale && error.empty() && classify(status) != Verdict::Retry;
+    if (superseded && v == Verdict::Retry) v = Verdict::Drop;
+    if (stale) v = Verdict::Drop;
 
     if (v == Verdict::Retry) {
       ++failures;
@@ -177,7 +193,7 @@ struct Outbox::Core : std::enable_shared_from_this<Core> {
       // hour must not flood the log.
       if (e.attempts == 1 || e.attempts % 10 == 0)
         spdlog::warn("Status report for task {} not delivered ({}), attempt {}; retrying", task_id, why, e.attempts);
-      if (store) {
+      if (store && !volatile_seqs.count(e.seq)) {
         try {
           co_await store->note_failed_attempt(e.seq);
         } catch (const std::exception& ex) {
@@ -185,14 +201,18 @@ struct Outbox::Core : std::enable_shared_from_this<Core> {
         }
       }
     } else {
-      if (v == Verdict::Drop)
+      if (superseded && !host_answered)
+        spdlog::info("Status report for task {} superseded by a pause/resume; not sent again", task_id);
+      else if (v == Verdict::Drop)
         spdlog::error("Host rejected the status report for task {} with HTTP {}; dropping it: {}", task_id, status,
                       e.payload);
       tq.delay = {};
       tq.retry_at = {};
-      host_delay = {};  // the host answers: lift the shared gate
-      gate = {};
-      if (store) {
+      if (host_answered) {
+        host_delay = {};  // the host answers: lift the shared gate
+        gate = {};
+      }
+      if (store && !volatile_seqs.erase(e.seq)) {
         try {
           co_await store->delete_report(e.seq);
         } catch (const std::exception& ex) {
@@ -207,7 +227,10 @@ struct Outbox::Core : std::enable_shared_from_this<Core> {
     }
     tq.busy = false;
     --in_flight;
-    if (tq.entries.empty()) tasks.erase(task_id);
+    if (tq.entries.empty()) {
+      tasks.erase(task_id);
+      superseded_upto.erase(task_id);
+    }
     wake.cancel();
     notify_flushers();
   }
@@ -277,6 +300,75 @@ asio::awaitable<bool> Outbox::flush(std::chrono::milliseconds deadline) {
   while (!core->empty() && !core->stopping && Clock::now() < until)
     co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
   co_return core->empty();
+}
+
+void Outbox::push_volatile(int64_t task_id, std::string payload, bool is_final) {
+  auto& c = *core_;
+  c.drain_inbox();  // keeps the task's queue in enqueue order
+  OutboxEntry e;
+  e.seq = c.next_volatile_seq++;
+  e.task_id = task_id;
+  e.payload = std::move(payload);
+  e.is_final = is_final;
+  c.volatile_seqs.insert(e.seq);
+  c.tasks[task_id].entries.push_back(std::move(e));
+  ++c.pending;
+  c.wake.cancel();
+}
+
+asio::awaitable<void> Outbox::supersede_non_final(int64_t task_id, std::chrono::milliseconds deadline) {
+  auto core = core_;
+  core->drain_inbox();
+  auto it = core->tasks.find(task_id);
+  if (it == core->tasks.end()) co_return;
+  auto& tq = it->second;
+  int64_t upto = 0;
+  for (const auto& e : tq.entries) upto = std::max(upto, e.seq);
+  core->superseded_upto[task_id] = std::max(core->superseded_upto[task_id], upto);
+  // Queued ones (not the one in flight) go now.
+  std::vector<int64_t> doomed;
+  std::deque<OutboxEntry> keep;
+  for (std::size_t i = 0; i < tq.entries.size(); ++i) {
+    auto& e = tq.entries[i];
+    if ((i == 0 && tq.busy) || e.is_final) {
+      keep.push_back(std::move(e));
+    } else {
+      if (!core->volatile_seqs.erase(e.seq)) doomed.push_back(e.seq);
+      --core->pending;
+      ++core->dropped;
+    }
+  }
+  tq.entries = std::move(keep);
+  const bool in_flight = tq.busy;
+  if (tq.entries.empty() && !tq.busy) {
+    core->tasks.erase(it);
+    core->superseded_upto.erase(task_id);
+  }
+  core->notify_flushers();
+  if (!doomed.empty() || in_flight)
+    spdlog::info("Task {}: {} queued non-final status report(s) superseded by a pause/resume{}", task_id, doomed.size(),
+                 in_flight ? "; waiting for the one in flight" : "");
+  for (int64_t seq : doomed) {
+    if (!core->store) break;
+    try {
+      co_await core->store->delete_report(seq);
+    } catch (const std::exception& ex) {
+      spdlog::error("Cannot remove superseded status report {} from the outbox: {}", seq, ex.what());
+    }
+  }
+  if (!in_flight) co_return;
+  // Wait for the request in flight (its outcome is then final: delivered
+  // before our answer, or dropped).
+  const auto until = Clock::now() + deadline;
+  asio::steady_timer t(core->ex);
+  for (;;) {
+    auto q = core->tasks.find(task_id);
+    if (q == core->tasks.end() || !q->second.busy || q->second.entries.empty() ||
+        q->second.entries.front().is_final || q->second.entries.front().seq > upto || Clock::now() >= until)
+      break;
+    t.expires_after(std::chrono::milliseconds(20));
+    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
 }
 
 std::size_t Outbox::pending() const { return core_->pending; }

@@ -64,6 +64,18 @@ class Outbox {
   // Durable when it returns; returns the entry's seq.
   boost::asio::awaitable<int64_t> push(int64_t task_id, std::string payload, bool is_final);
 
+  // For when the store cannot write (full disk, read-only file system): the
+  // report is queued in memory only and delivered like the others, but is
+  // lost if the runner stops first.
+  void push_volatile(int64_t task_id, std::string payload, bool is_final);
+
+  // Pause/resume: the host shows the new state on our 2xx, and a queued
+  // non-final report (a `running` still being retried) delivered later
+  // would flip it back. Deletes the task's queued non-final reports, makes
+  // one in flight be dropped instead of retried, and waits up to `deadline`
+  // for that one to finish. Final reports are never touched.
+  boost::asio::awaitable<void> supersede_non_final(int64_t task_id, std::chrono::milliseconds deadline);
+
   // Waits until every known report is delivered or dropped, or `deadline`
   // passed, or stop() was called; true when the outbox is empty. Cuts any
   // running back-off short so each waiting task gets a prompt attempt

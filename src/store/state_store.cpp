@@ -156,7 +156,29 @@ void StateStore::open(const StoreOptions& opts) {
 
 template <class R, class F>
 asio::awaitable<R> StateStore::call(F fn) {
-  return detail::run_on<R>(*worker_, std::move(fn));
+  // Every failure is counted and logged here, whatever the caller does
+  // with it: a store that cannot write must show in /healthz.
+  return detail::run_on<R>(*worker_, [this, fn = std::move(fn)]() mutable -> R {
+    try {
+      return fn();
+    } catch (const std::exception& e) {
+      record_error(e.what());
+      throw;
+    }
+  });
+}
+
+void StateStore::record_error(const char* what) {
+  spdlog::error("Runner state store ({}): {}", db_path_.string(), what);
+  std::lock_guard lk(health_mu_);
+  ++health_.errors;
+  health_.last_error = what;
+  health_.last_error_unix = static_cast<int64_t>(std::time(nullptr));
+}
+
+StoreHealth StateStore::health() const {
+  std::lock_guard lk(health_mu_);
+  return health_;
 }
 
 void StateStore::notify(std::vector<OutboxEntry> entries) {

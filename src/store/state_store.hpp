@@ -77,6 +77,14 @@ enum class FinishOutcome {
   NoSuchTask,    // no row: someone else already finished it; nothing done
 };
 
+// Failures of store operations since start (full disk, read-only file
+// system…), for /healthz and the logs.
+struct StoreHealth {
+  uint64_t errors = 0;
+  std::string last_error;
+  int64_t last_error_unix = 0;
+};
+
 struct StoreOptions {
   // synchronous=FULL makes every commit survive power loss too, at the cost
   // of an fsync per commit (measured on the dev VM's ext4: ~3.5 ms per
@@ -142,6 +150,9 @@ class StateStore {
   // entries, then each later enqueue — no entry is missed or seen twice.
   void set_outbox_listener(OutboxListener listener);
 
+  // Thread-safe snapshot of the failure counters.
+  StoreHealth health() const;
+
  private:
   void open(const StoreOptions& opts);
   void notify(std::vector<OutboxEntry> entries);
@@ -154,6 +165,10 @@ class StateStore {
   int lock_fd_ = -1;
   std::unique_ptr<Db> db_;          // used on the worker thread only
   OutboxListener listener_;         // worker thread only
+  void record_error(const char* what);
+
+  mutable std::mutex health_mu_;
+  StoreHealth health_;
   mutable std::mutex ids_mu_;
   std::set<int64_t> live_ids_;
   std::unique_ptr<detail::Worker> worker_;  // last: joined first on destruction

@@ -233,8 +233,9 @@ json build_task_create_body(const TaskRequest& req, const config::RunnerConfig& 
   check_no_nul(req.command);
   for (const auto& a : req.arguments) check_no_nul(a);
   check_no_nul(req.working_dir);
-  const std::string out = translate_log_path(req.stdout_path, cfg.shared_dir);
-  const std::string err = translate_log_path(req.stderr_path, cfg.shared_dir);
+  // From the same normalised path the pipeline checked (issue 6, item 7).
+  const std::string out = container_log_path(req.stdout_path, cfg.shared_dir);
+  const std::string err = container_log_path(req.stderr_path, cfg.shared_dir);
   check_no_nul(out);
   check_no_nul(err);
 

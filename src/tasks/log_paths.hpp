@@ -31,4 +31,19 @@ std::string lexically_normal_path(std::string_view path);
 // normalised); otherwise a message saying why, naming the path.
 std::optional<std::string> check_log_path(std::string_view path, std::string_view shared_dir);
 
+// The path the container writes to, derived from the same normalised path
+// check_log_path() checks: a path below the normalised logs directory
+// becomes /kohakuriver-logs/<rest>; anything else is returned normalised
+// (and has been refused by the check).
+std::string container_log_path(std::string_view path, std::string_view shared_dir);
+
+// Creates the parent directories of the (checked) log file `path` below
+// logs_dir(shared_dir) without following symlinks: each component is made
+// with mkdirat and opened with O_NOFOLLOW|O_DIRECTORY relative to its
+// parent, so a symlink a task planted in the shared logs tree cannot send
+// the runner's mkdir elsewhere. The logs directory itself is created when
+// missing (its own path is the operator's). Returns an error message, or
+// nullopt on success. Blocking (filesystem I/O).
+std::optional<std::string> make_log_parent_dirs(std::string_view path, std::string_view shared_dir);
+
 }  // namespace kr::tasks

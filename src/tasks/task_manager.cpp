@@ -9,7 +9,9 @@
 #include "common/blocking.hpp"
 #include "common/datetime.hpp"
 #include "docker/docker_error.hpp"
+#include "metrics/metrics.hpp"
 #include "tasks/container_spec.hpp"
+#include "store/sqlite.hpp"
 #include "tasks/log_paths.hpp"
 
 namespace kr::tasks {
@@ -33,6 +35,24 @@ constexpr std::chrono::hours kWaitSlice{6};
 // tasks on a small node one call can queue for a while, so these get more
 // than the client's 30 s default.
 constexpr std::chrono::seconds kCreateStartDeadline{120};
+// The host gives kill/pause/resume 10 s: Docker calls made while it waits
+// get less.
+constexpr std::chrono::seconds kKillAttemptDeadline{4};
+constexpr std::chrono::seconds kRemoveDeadline{15};
+// Storage checks made while a request waits, and log directory creation
+// (shared storage may hang: these fail with a clear error instead).
+constexpr std::chrono::seconds kTempDirCheckDeadline{5};
+constexpr std::chrono::seconds kLogDirDeadline{30};
+constexpr std::size_t kKilledMemory = 4096;
+
+BlockingLane& temp_dir_lane() {
+  static auto* lane = new BlockingLane("LOCAL_TEMP_DIR check", 2);
+  return *lane;
+}
+BlockingLane& log_dir_lane() {
+  static auto* lane = new BlockingLane("log directory creation", 4);
+  return *lane;
+}
 
 void spawn(asio::any_io_executor ex, asio::awaitable<void> work, const char* what) {
   asio::co_spawn(ex, std::move(work), [what](std::exception_ptr e) {
@@ -69,9 +89,24 @@ TaskManager::TaskManager(asio::any_io_executor ex, TaskManagerDeps deps)
 
 std::vector<int64_t> TaskManager::running_task_ids() const {
   std::vector<int64_t> ids;
-  for (const auto& [id, t] : tasks_)
-    if (!t->killed) ids.push_back(id);
+  ids.reserve(tasks_.size());
+  for (const auto& [id, t] : tasks_) ids.push_back(id);
   return ids;
+}
+
+std::map<std::string, int64_t> TaskManager::task_states() const {
+  std::map<std::string, int64_t> out;
+  for (const auto& [id, t] : tasks_) ++out[t->killed ? "killing" : t->watching ? "running" : "provisioning"];
+  return out;
+}
+
+void TaskManager::remember_killed(int64_t id) {
+  if (!killed_recently_.insert(id).second) return;
+  killed_order_.push_back(id);
+  if (killed_order_.size() > kKilledMemory) {
+    killed_recently_.erase(killed_order_.front());
+    killed_order_.pop_front();
+  }
 }
 
 void TaskManager::start() { spawn(ex_, recover(), "task recovery"); }
@@ -131,21 +166,98 @@ asio::awaitable<void> TaskManager::remove_container_quietly(std::string name) {
   }
 }
 
+asio::awaitable<bool> TaskManager::remove_container_until_gone(std::string name) {
+  std::chrono::milliseconds backoff{500};
+  for (int attempt = 1;; ++attempt) {
+    std::optional<DockerError> failure;
+    try {
+      co_await deps_.docker.remove_container(name, /*force=*/true, false, kRemoveDeadline);
+      co_return true;
+    } catch (const DockerError& e) {
+      failure = e;
+    }
+    if (failure->not_found()) co_return true;
+    if (attempt == 1 || attempt % 10 == 0)
+      spdlog::warn("Removing container {} failed ({}); retrying", name, failure->message);
+    if (!co_await stop_.sleep_for(backoff)) co_return false;
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(10000));
+  }
+}
+
 asio::awaitable<void> TaskManager::finish(TaskPtr task, std::optional<json> final_report) {
   const int64_t id = task->id;
-  store::FinishOutcome outcome = store::FinishOutcome::WasKilled;
-  if (final_report && !task->killed) {
-    outcome = co_await deps_.store.finish_task(id, final_report->dump());
-    if (outcome == store::FinishOutcome::Reported)
+  const std::string name = task_container_name(id);
+  if (!task->killed) {
+    if (final_report && (*final_report)["message"].is_null() && !task->image_warning.empty())
+      (*final_report)["message"] = task->image_warning;
+    store::FinishOutcome outcome = store::FinishOutcome::NoSuchTask;
+    std::optional<std::string> storage_error;
+    try {
+      if (final_report)
+        outcome = co_await deps_.store.finish_task(id, final_report->dump());
+      else
+        co_await deps_.store.delete_task(id);
+    } catch (const std::exception& e) {
+      storage_error = e.what();
+    }
+    if (storage_error) {
+      co_await abandon(task, *storage_error, final_report);
+      co_return;
+    }
+    if (outcome == store::FinishOutcome::Reported) {
       spdlog::info("Task {} finished: {} (exit {})", id, (*final_report)["status"].get<std::string>(),
                    (*final_report)["exit_code"].dump());
-  } else {
-    co_await deps_.store.delete_task(id);
+      metrics::task_finished("task", (*final_report)["status"].get<std::string>());
+    }
+    tasks_.erase(id);
+    // Only now that the outcome is durable may the exit code disappear.
+    co_await remove_container_quietly(name);
+    co_return;
   }
-  if (outcome == store::FinishOutcome::WasKilled) spdlog::info("Task {} ended after a kill; no report (upstream)", id);
+  // Killed: no report (upstream; the host recorded the kill itself). The
+  // row goes only once the container is confirmed gone, so a restart in
+  // between redoes the cleanup; until then the task stays listed.
+  if (!co_await remove_container_until_gone(name)) co_return;  // stopping
+  std::optional<std::string> storage_error;
+  try {
+    co_await deps_.store.delete_task(id);
+  } catch (const std::exception& e) {
+    storage_error = e.what();
+  }
+  if (storage_error) spdlog::error("Task {}: container removed, but its row could not be deleted: {}", id, *storage_error);
+  spdlog::info("Task {} ended after a kill; container {} removed, no report (upstream)", id, name);
+  metrics::task_finished("task", "killed");
   tasks_.erase(id);
-  // Only now that the outcome is durable may the exit code disappear.
-  co_await remove_container_quietly(task_container_name(id));
+  remember_killed(id);
+}
+
+asio::awaitable<void> TaskManager::abandon(TaskPtr task, std::string why, std::optional<json> outcome) {
+  const int64_t id = task->id;
+  ++storage_failures_;
+  spdlog::error("Task {}: the runner state store failed ({}); stopping the task rather than leaving it untracked",
+                id, why);
+  task->provisioning.cancel();
+  // Its state can no longer be tracked durably: the container must not be
+  // left running (it may hold GPUs) with nobody watching it.
+  co_await remove_container_until_gone(task_container_name(id));
+  if (!task->killed) {
+    json r = outcome ? *outcome
+                     : report(id, "failed", std::nullopt, "Runner state storage failed: " + why + "; the task was stopped.",
+                              task->started_at, true);
+    if (outcome) {
+      std::string note = "Runner state storage failed (" + why + "); this report was not stored durably.";
+      r["message"] = r["message"].is_string() ? r["message"].get<std::string>() + " " + note : note;
+    }
+    // The outbox's table is in the same store: queue it in memory.
+    deps_.outbox.push_volatile(id, r.dump(), true);
+  }
+  tasks_.erase(id);
+  try {
+    co_await deps_.store.delete_task(id);
+  } catch (const std::exception&) {
+    // Already logged by the store; the next start finds the row with no
+    // container and reports it stopped.
+  }
 }
 
 asio::awaitable<api::HttpResponse> TaskManager::execute(api::HttpRequest& req) {
@@ -162,7 +274,17 @@ asio::awaitable<api::HttpResponse> TaskManager::execute(api::HttpRequest& req) {
     std::error_code ec;
     return std::filesystem::is_directory(temp_dir, ec);
   };
-  bool temp_ok = co_await run_blocking(temp_dir_exists);
+  bool temp_ok = false;
+  std::string temp_error;
+  try {
+    temp_ok = co_await run_blocking_for(temp_dir_lane(), kTempDirCheckDeadline, temp_dir_exists);
+  } catch (const std::exception& e) {
+    temp_error = e.what();
+  }
+  if (!temp_error.empty()) {
+    spdlog::error("Checking LOCAL_TEMP_DIR {} failed: {}", temp_dir, temp_error);
+    co_return api::HttpResponse::detail(500, "LOCAL_TEMP_DIR check failed on node: " + temp_error);
+  }
   if (!temp_ok) co_return api::HttpResponse::detail(500, "Configuration error: LOCAL_TEMP_DIR missing on node.");
   if (tasks_.count(id)) co_return api::HttpResponse::detail(409, duplicate);
 
@@ -196,6 +318,16 @@ asio::awaitable<api::HttpResponse> TaskManager::execute(api::HttpRequest& req) {
 }
 
 asio::awaitable<void> TaskManager::run_pipeline(TaskPtr task, bool resumed) {
+  std::optional<std::string> storage_error;
+  try {
+    co_await run_pipeline_steps(task, resumed);
+  } catch (const store::StoreError& e) {
+    storage_error = e.what();
+  }
+  if (storage_error) co_await abandon(task, *storage_error, std::nullopt);
+}
+
+asio::awaitable<void> TaskManager::run_pipeline_steps(TaskPtr task, bool resumed) {
   const int64_t id = task->id;
   if (!resumed) co_await push_report(id, report(id, "pending", {}, {}, task->started_at, false));
   // `co_await` is not allowed inside a catch block, so failures are turned
@@ -204,6 +336,8 @@ asio::awaitable<void> TaskManager::run_pipeline(TaskPtr task, bool resumed) {
   bool started = false;
   try {
     final_report = co_await prepare_and_start(task, started);
+  } catch (const store::StoreError&) {
+    throw;  // not the task's fault: handled by run_pipeline
   } catch (const std::exception& e) {
     spdlog::warn("Task {} failed before running: {}", id, e.what());
     final_report = report(id, "failed", {}, std::string("Task execution failed: ") + e.what(), task->started_at, true);
@@ -227,30 +361,30 @@ asio::awaitable<std::optional<json>> TaskManager::prepare_and_start(TaskPtr task
   for (const std::string* p : {&rq.stdout_path, &rq.stderr_path})
     if (auto err = check_log_path(*p, deps_.cfg.shared_dir)) throw PipelineError(*err);
   // From the normalised paths: the check above was made on those.
-  std::string out = lexically_normal_path(rq.stdout_path), err = lexically_normal_path(rq.stderr_path);
-  auto make_log_dirs = [out, err] {
-    namespace fs = std::filesystem;
-    for (const auto& p : {fs::path(out).parent_path(), fs::path(err).parent_path()}) {
-      std::error_code ec;
-      fs::create_directories(p, ec);
-      if (ec) throw PipelineError("cannot create log directory " + p.string() + ": " + ec.message());
-    }
+  // Created without following symlinks planted in the shared logs tree.
+  auto make_log_dirs = [out = rq.stdout_path, err = rq.stderr_path, shared = deps_.cfg.shared_dir] {
+    for (const auto& p : {out, err})
+      if (auto e = make_log_parent_dirs(p, shared)) throw PipelineError(*e);
   };
-  co_await run_blocking(make_log_dirs);
+  co_await run_blocking_for(log_dir_lane(), kLogDirDeadline, make_log_dirs);
 
   co_await deps_.store.update_task(id, "provisioning");
   const bool registry = rq.registry_image && !rq.registry_image->empty();
   SyncOutcome image;  // no co_await inside ?: (GCC 12 miscompiles it)
   if (registry)
-    image = co_await images_.ensure_registry_image(*rq.registry_image);
+    image = co_await images_.ensure_registry_image(*rq.registry_image, task->provisioning);
   else
-    image = co_await images_.sync_environment(rq.container_name.value_or(""));
+    image = co_await images_.sync_environment(rq.container_name.value_or(""), task->provisioning);
+  if (task->killed) co_return std::nullopt;  // killed while provisioning: no report
+  if (!image.warning.empty()) {
+    task->image_warning = image.warning;
+    spdlog::warn("Task {}: {}", id, image.warning);
+  }
   if (!image.ok) {
     std::string msg = registry ? "Failed to pull registry image '" + *rq.registry_image + "'"
                                : "Docker image sync failed for container '" + rq.container_name.value_or("") + "'";
     co_return report(id, "failed", {}, msg, std::nullopt, true);
   }
-  if (task->killed) co_return std::nullopt;  // killed while provisioning: no report
 
   TaskContainerContext ctx;
   ctx.hostname = deps_.hostname;
@@ -266,6 +400,7 @@ asio::awaitable<std::optional<json>> TaskManager::prepare_and_start(TaskPtr task
   for (const auto& w : warnings) spdlog::warn("Task {}: {}", id, w);
 
   co_await deps_.store.update_task(id, "creating");
+  if (task->killed) co_return std::nullopt;
   std::optional<docker::DockerError> failure;
   try {
     co_await deps_.docker.create_container(name, body, kCreateStartDeadline);
@@ -273,8 +408,12 @@ asio::awaitable<std::optional<json>> TaskManager::prepare_and_start(TaskPtr task
     if (e.daemon_unavailable() || e.timed_out()) throw;
     failure = e;
   }
+  // Killed while creating: never start it (finish removes it).
+  if (task->killed) co_return std::nullopt;
   // Upstream reports running just before spawning `docker run`.
-  co_await push_report(id, report(id, "running", {}, {}, task->started_at, false));
+  std::optional<std::string> note;
+  if (!task->image_warning.empty()) note = task->image_warning;
+  co_await push_report(id, report(id, "running", {}, note, task->started_at, false));
   if (failure) {
     auto fs = map_start_failure(failure->status, failure->message, StartPhase::Create);
     co_return report(id, fs.status, fs.exit_code, fs.message, task->started_at, true);
@@ -293,16 +432,25 @@ asio::awaitable<std::optional<json>> TaskManager::prepare_and_start(TaskPtr task
   co_await deps_.store.update_task(id, "running");
   spdlog::info("Task {} started in {}", id, name);
   if (task->killed) {  // a kill raced with create/start
-    try {
-      co_await deps_.docker.kill_container(name);
-    } catch (const DockerError&) {
-    }
+    bool stopped = co_await try_kill_container(name, kKillAttemptDeadline);
+    if (!stopped) spawn(ex_, enforce_kill(task), "task kill");
   }
   co_return std::nullopt;
 }
 
+asio::awaitable<void> TaskManager::watch_guarded(TaskPtr task) {
+  std::optional<std::string> storage_error;
+  try {
+    co_await watch(task);
+  } catch (const store::StoreError& e) {
+    storage_error = e.what();
+  }
+  if (storage_error) co_await abandon(task, *storage_error, std::nullopt);
+}
+
 asio::awaitable<void> TaskManager::watch(TaskPtr task) {
   const std::string name = task_container_name(task->id);
+  task->watching = true;
   std::chrono::milliseconds backoff{500};
   for (;;) {
     if (stop_.stopped()) co_return;

@@ -4,7 +4,10 @@
 // container through the Engine API, watches it with the wait endpoint and
 // reports every state change through the durable outbox. A task is listed
 // in the heartbeat from acceptance until its final report is durable.
+#include <chrono>
 #include <cstdint>
+#include <deque>
+#include <set>
 #include <map>
 #include <memory>
 #include <optional>
@@ -44,9 +47,13 @@ class TaskManager {
   TaskManager(boost::asio::any_io_executor ex, TaskManagerDeps deps);
 
   void add_routes(api::Router& router);
-  // Heartbeat running_tasks: accepted and not yet finally reported, minus
-  // host-killed ones.
+  // Heartbeat running_tasks: accepted and not yet finally reported; a
+  // killed task stays listed until its container is confirmed gone.
   std::vector<int64_t> running_task_ids() const;
+  // Tracked tasks by state ("provisioning", "running", "killing") for /metrics.
+  std::map<std::string, int64_t> task_states() const;
+  // Tasks ended because the state store failed (for /healthz).
+  uint64_t storage_failures() const { return storage_failures_; }
   // Startup: ensure the network, re-adopt tracked work, report what ended
   // while the runner was down. Runs in the background.
   void start();
@@ -77,7 +84,11 @@ class TaskManager {
     int64_t id = 0;
     TaskRequest request;
     std::string started_at;  // naive local ISO, T0 of the pipeline
-    bool killed = false;
+    bool killed = false;     // host kill (recorded in the store first)
+    bool watching = false;  // the container runs (or ran) and is being watched
+    bool enforcing_kill = false;  // a kill retry loop is running
+    docker::CancelToken provisioning;  // a kill aborts the pull/load/lock wait
+    std::string image_warning;  // e.g. stale local copy of a :latest image
   };
   using TaskPtr = std::shared_ptr<Task>;
 
@@ -88,6 +99,21 @@ class TaskManager {
   // while provisioning; nullopt + started=true: running, to be watched).
   boost::asio::awaitable<std::optional<nlohmann::json>> prepare_and_start(TaskPtr task, bool& started);
   boost::asio::awaitable<void> watch(TaskPtr task);
+  boost::asio::awaitable<void> watch_guarded(TaskPtr task);
+  boost::asio::awaitable<void> run_pipeline_steps(TaskPtr task, bool resumed);
+  // Kill path (issue 6 item 2): one attempt; true when the container is
+  // stopped or absent.
+  boost::asio::awaitable<bool> try_kill_container(std::string name, std::chrono::milliseconds deadline);
+  // Retries until the container is stopped/absent or the task is gone.
+  boost::asio::awaitable<void> enforce_kill(TaskPtr task);
+  boost::asio::awaitable<api::HttpResponse> kill(TaskPtr task);
+  // Removes a container, retrying until Docker confirms it is gone (or
+  // the runner stops); false only on stop.
+  boost::asio::awaitable<bool> remove_container_until_gone(std::string name);
+  // The store failed: stop and remove the container, report the task
+  // failed (or its real outcome) from memory, forget it.
+  boost::asio::awaitable<void> abandon(TaskPtr task, std::string why, std::optional<nlohmann::json> outcome);
+  void remember_killed(int64_t id);
   // Durably records the final report (unless killed), forgets the task and
   // removes its container.
   boost::asio::awaitable<void> finish(TaskPtr task, std::optional<nlohmann::json> final_report);
@@ -103,6 +129,11 @@ class TaskManager {
   ImageProvisioner images_;
   StopSignal stop_;
   std::map<int64_t, TaskPtr> tasks_;
+  // Ids whose kill completed, so a repeated kill answers like the first
+  // (bounded: oldest forgotten first).
+  std::deque<int64_t> killed_order_;
+  std::set<int64_t> killed_recently_;
+  uint64_t storage_failures_ = 0;
   bool network_ready_ = false;
 };
 

@@ -123,6 +123,23 @@ asio::awaitable<void> TaskManager::recover() {
       continue;
     }
     const std::string state = str_field(*c, "State");
+    if (rec.phase == "accepted" || rec.phase == "provisioning" || rec.phase == "creating") {
+      // The runner stopped between create and the `running` report (or
+      // before the phase update after it): report `running` now, so the
+      // host never sees a final status for a task it never saw run. A
+      // duplicate (the report was made, the phase update was not) is
+      // harmless: the host accepts identical updates.
+      std::optional<std::string> storage_error;
+      try {
+        co_await push_report(task->id, report(task->id, "running", {}, {}, task->started_at, false));
+      } catch (const std::exception& e) {
+        storage_error = e.what();
+      }
+      if (storage_error) {
+        co_await abandon(task, *storage_error, std::nullopt);
+        continue;
+      }
+    }
     if (state == "created") {
       spdlog::info("Task {}: container created but never started; starting it", task->id);
       std::optional<DockerError> failure;
@@ -136,11 +153,20 @@ asio::awaitable<void> TaskManager::recover() {
         co_await finish(task, report(task->id, fs.status, fs.exit_code, fs.message, task->started_at, true));
         continue;
       }
-      co_await deps_.store.update_task(task->id, "running");
+      std::optional<std::string> storage_error;
+      try {
+        co_await deps_.store.update_task(task->id, "running");
+      } catch (const std::exception& e) {
+        storage_error = e.what();
+      }
+      if (storage_error) {
+        co_await abandon(task, *storage_error, std::nullopt);
+        continue;
+      }
     } else {
       spdlog::info("Task {}: re-attaching to {} ({})", task->id, name, state);
     }
-    spawn_logged(ex_, watch(task));
+    spawn_logged(ex_, watch_guarded(task));
   }
 
   // Containers of ours without a row.
@@ -186,7 +212,7 @@ asio::awaitable<void> TaskManager::recover() {
     if (!co_await deps_.store.insert_task(rec)) continue;
     tasks_[id] = task;
     spdlog::info("Adopted untracked running task container {}", name);
-    spawn_logged(ex_, watch(task));
+    spawn_logged(ex_, watch_guarded(task));
   }
 }
 

@@ -1,5 +1,7 @@
 #include "vps/vps_manager.hpp"
 
+#include "docker/names.hpp"
+
 #include <filesystem>
 
 #include <boost/asio/co_spawn.hpp>
@@ -12,6 +14,7 @@
 #include "docker/docker_error.hpp"
 #include "tasks/container_spec.hpp"
 #include "vps/vps_spec.hpp"
+#include "metrics/metrics.hpp"
 
 namespace kr::vps {
 
@@ -70,6 +73,8 @@ json VpsManager::report(int64_t id, const std::string& status, std::optional<int
 
 asio::awaitable<void> VpsManager::push(int64_t id, json r, bool is_final) {
   co_await deps_.outbox.push(id, r.dump(), is_final);
+  if (is_final && r.contains("status") && r["status"].is_string())
+    metrics::task_finished("vps", r["status"].get<std::string>());
 }
 
 asio::awaitable<void> VpsManager::save_state(const Vps& v) {
@@ -396,9 +401,12 @@ asio::awaitable<HttpResponse> VpsManager::pause_vps(HttpRequest& req, bool pause
 asio::awaitable<HttpResponse> VpsManager::control(HttpRequest& req, std::string action) {
   auto parsed = tasks::parse_task_control(req.body);
   const tasks::TaskControl* ctl = std::get_if<tasks::TaskControl>(&parsed);
-  if (ctl && vm_ && vm_->owns(ctl->task_id) && ctl->container_name == "vm-" + std::to_string(ctl->task_id))
-    co_return co_await vm_->control(ctl->task_id, action);
-  if (!ctl || !vps_.count(ctl->task_id) || ctl->container_name != vps_container_name(ctl->task_id))
+  // Issue 6 item 8: any managed spelling of this same id designates the
+  // VM's / VPS's own container (the host sends kohakuriver-vps-<id> for VMs
+  // too); mismatches get the task handler's 422.
+  const bool same_id = ctl && docker::managed_container_id(ctl->container_name) == ctl->task_id;
+  if (same_id && vm_ && vm_->owns(ctl->task_id)) co_return co_await vm_->control(ctl->task_id, action);
+  if (!same_id || !vps_.count(ctl->task_id))
     co_return co_await deps_.tasks.control(req, action);
   const int64_t id = ctl->task_id;
   const std::string id_text = std::to_string(id);

@@ -339,7 +339,7 @@ def test_init_config_and_service_outputs(binary, tmp_path):
     unit = (tmp_path / "kohakuriver-runner.service").read_text()
     assert f"ExecStart={binary.resolve()} runner --config {cfg}" in unit
     for line in ("After=network.target docker.service", "Wants=docker.service", "Restart=on-failure",
-                 "RestartSec=5", "KillMode=process", "Type=notify", "WantedBy=multi-user.target"):
+                 "RestartSec=5", "KillMode=process", "Type=notify", "WatchdogSec=30", "WantedBy=multi-user.target"):
         assert line in unit.splitlines(), line
     assert "User=" not in unit
 

@@ -154,8 +154,9 @@ def test_kill_suppresses_final_report(host, task_runner):
     wait_until(lambda: not container_exists(f"kohakuriver-task-{tid}"), what="container removal")
     time.sleep(1.5)
     assert statuses(host, tid) == ["pending", "running"]
+    # A repeated kill answers like the first (issue 6 item 2).
     st, reply = http("POST", task_runner.url("/api/kill"), {"task_id": tid, "container_name": f"kohakuriver-task-{tid}"})
-    assert (st, reply) == (404, {"detail": f"Task {tid} not found."})
+    assert (st, reply) == (200, {"message": f"Task {tid} killed."})
     n = len(host.of_kind("heartbeat"))
     assert tid not in host.wait_for("heartbeat", count=n + 1, timeout=5)[-1].json()["running_tasks"]
 
@@ -324,12 +325,16 @@ def test_unlabelled_legacy_container_left_alone(host, make_runner):
     name = f"kohakuriver-task-{tid}"
     # What the Python runner left behind: same name, no labels.
     docker("run", "-d", "--name", name, IMAGE, "sleep", "300")
-    runner = make_runner(host, HEARTBEAT_INTERVAL_SECONDS=1)
-    runner.wait_listening()
-    host.wait_for("heartbeat", count=2, timeout=15)
-    assert docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip() == "true"
-    assert f"Leaving unlabelled/foreign container {name} alone" in runner.output()
-    assert host.updates_for(tid) == []
+    try:
+        runner = make_runner(host, HEARTBEAT_INTERVAL_SECONDS=1)
+        runner.wait_listening()
+        host.wait_for("heartbeat", count=2, timeout=15)
+        assert docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip() == "true"
+        assert f"Leaving unlabelled/foreign container {name} alone" in runner.output()
+        assert host.updates_for(tid) == []
+    finally:
+        # Unlabelled: the session cleanup (by node label) would not see it.
+        docker("rm", "-f", name, check=False)
 
 
 def test_undelivered_report_survives_runner_restart(host, make_runner):

@@ -144,7 +144,7 @@ TEST_F(CliInit, ServiceNoInstallWritesUnitInCurrentDirectory) {
     EXPECT_NE(unit.find("\nWorkingDirectory=" + work.string() + "\n"), std::string::npos) << unit;
     for (const char* line : {"[Unit]\n", "\nDescription=KohakuRiver Runner Agent\n",
                              "\nAfter=network.target docker.service\n", "\nWants=docker.service\n", "\n[Service]\n",
-                             "\nType=notify\n", "\nNotifyAccess=main\n", "\nRestart=on-failure\n",
+                             "\nType=notify\n", "\nNotifyAccess=main\n", "\nWatchdogSec=30\n", "\nRestart=on-failure\n",
                              "\nRestartSec=5\n", "\nKillMode=process\n", "\n[Install]\n",
                              "\nWantedBy=multi-user.target\n"})
         EXPECT_NE(unit.find(line), std::string::npos) << line;

@@ -57,8 +57,11 @@ TEST(ConfigDefaults, MatchUpstreamTable) {
 
 TEST(ConfigDefaults, KeyTableCoversEveryUpstreamKeyAndOurs) {
     auto names = kr::config::config_key_names();
-    EXPECT_EQ(names.size(), 52u);  // 42 upstream keys + STATE_DIR + DOCKER_SOCKET + 8 VM_* of ours
-    for (std::string key : {"RUNNER_BIND_IP", "OVERLAY_MTU", "VM_ACS_OVERRIDE", "STATE_DIR", "DOCKER_SOCKET"})
+    // 42 upstream keys + STATE_DIR + DOCKER_SOCKET + 8 VM_* of ours + DOCKER_REGISTRY_REFRESH_TIMEOUT
+    // + API_ALLOWED_CLIENTS, METRICS_ALLOWED_CLIENTS
+    EXPECT_EQ(names.size(), 55u);
+    for (std::string key : {"RUNNER_BIND_IP", "OVERLAY_MTU", "VM_ACS_OVERRIDE", "STATE_DIR", "DOCKER_SOCKET",
+                            "DOCKER_REGISTRY_REFRESH_TIMEOUT", "API_ALLOWED_CLIENTS", "METRICS_ALLOWED_CLIENTS"})
         EXPECT_NE(std::find(names.begin(), names.end(), key), names.end()) << key;
 }
 
@@ -78,6 +81,7 @@ TEST(ConfigTemplate, SetsTheDocumentedKeysExplicitly) {
                             "DOCKER_IMAGE_SYNC_TIMEOUT: int", "DOCKER_NETWORK_NAME: str", "DOCKER_NETWORK_SUBNET: str",
                             "DOCKER_NETWORK_GATEWAY: str", "TUNNEL_ENABLED: bool", "TUNNEL_CLIENT_PATH: str",
                             "LOG_LEVEL: LogLevel = LogLevel.INFO", "STATE_DIR: str", "DOCKER_SOCKET: str",
+                            "DOCKER_REGISTRY_REFRESH_TIMEOUT: int",
                             "from kohakuengine import Config", "from kohakuriver.models.enums import LogLevel",
                             "def config_gen():", "return Config.from_globals()"})
         EXPECT_NE(t.find(key), std::string::npos) << key;

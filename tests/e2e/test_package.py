@@ -1,0 +1,87 @@
+"""The Debian package (issue 11): scripts/package.sh builds
+dist/kohakuriver-runner_<version>_<arch>.deb; it installs with `apt-get
+install ./x.deb` into a clean Debian 12 container made from the test image,
+with no network (--network none): its dependencies come from a local
+repository prepared on this machine (tests/images/prepare-deb-repo.sh)."""
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE = "kr-test/debian:bookworm"
+
+
+def run(*cmd, timeout=600, check=True):
+    p = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+@pytest.fixture(scope="module")
+def deb():
+    if subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode != 0:
+        pytest.fail(f"{IMAGE} is missing (tests/images/build-debian-image.sh)")
+    out = run(str(REPO / "scripts" / "package.sh")).stdout.strip().splitlines()[-1]
+    path = REPO / out
+    assert path.is_file(), out
+    return path
+
+
+def test_package_contents(deb):
+    fields = run("dpkg-deb", "-f", str(deb)).stdout
+    assert "Package: kohakuriver-runner" in fields
+    assert "Recommends: docker.io, iptables" in fields
+    depends = run("dpkg-deb", "-f", str(deb), "Depends").stdout
+    for lib in ("libc6", "libsqlite3-0", "libprometheus-cpp-core"):
+        assert lib in depends, depends
+    files = run("dpkg-deb", "-c", str(deb)).stdout
+    for f in ("./usr/bin/kohakuriver", "./usr/bin/kohakuriver.runner -> kohakuriver",
+              "./usr/lib/systemd/system/kohakuriver-runner.service", "./etc/kohakuriver/runner_config.py"):
+        assert f in files, (f, files)
+    control = Path(run("mktemp", "-d").stdout.strip())
+    run("dpkg-deb", "-e", str(deb), str(control))
+    assert (control / "conffiles").read_text().split() == ["/etc/kohakuriver/runner_config.py"]
+    unit = run("sh", "-c", f"dpkg-deb --fsys-tarfile {deb} | tar -xO ./usr/lib/systemd/system/kohakuriver-runner.service").stdout
+    assert "ExecStart=/usr/bin/kohakuriver runner --config /etc/kohakuriver/runner_config.py" in unit
+    assert "WatchdogSec=" in unit and "KillMode=process" in unit and "Type=notify" in unit
+    run("rm", "-rf", str(control))
+
+
+def test_installs_offline_into_clean_debian(deb):
+    repo = run(str(REPO / "tests" / "images" / "prepare-deb-repo.sh"), str(deb)).stdout.strip().splitlines()[-1]
+    name = f"kr-pkgtest-{uuid.uuid4().hex[:8]}"
+    script = r"""
+set -e
+rm -f /etc/apt/sources.list.d/* 
+echo 'deb [trusted=yes] file:/repo ./' > /etc/apt/sources.list
+# An older unit from `init service` (the Python runner's) must be pointed out.
+mkdir -p /etc/systemd/system
+printf '[Service]\nExecStart=/usr/bin/python3 -m kohakuriver.runner\n' > /etc/systemd/system/kohakuriver-runner.service
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q /pkg/PKG 2>&1
+echo "=== version"
+kohakuriver --version
+kohakuriver.runner --version
+echo "=== init config"
+kohakuriver init config --runner -o /tmp/cfg
+test -s /tmp/cfg/runner_config.py
+cmp /tmp/cfg/runner_config.py /etc/kohakuriver/runner_config.py && echo "default config = init config"
+echo "=== conffile"
+dpkg-query -W -f='${Conffiles}\n' kohakuriver-runner
+""".replace("PKG", deb.name)
+    try:
+        p = run("docker", "run", "--rm", "--name", name, "--network", "none", "--label", "kr.test=package",
+                "-v", f"{repo}:/repo:ro", "-v", f"{deb.parent}:/pkg:ro", IMAGE, "bash", "-c", script,
+                timeout=300, check=False)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out
+    assert "WARNING: /etc/systemd/system/kohakuriver-runner.service exists" in out, out
+    version = out.split("=== version")[1].split("===")[0].split()
+    assert version[0] == "kohakuriver-runner" and version[2] == "kohakuriver-runner", out
+    assert "default config = init config" in out, out
+    assert "/etc/kohakuriver/runner_config.py" in out.split("=== conffile")[1], out
