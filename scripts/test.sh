@@ -17,8 +17,6 @@ tests/images/prepare-deb-repo.sh "$deb" >/dev/null
 
 unit_rc=0
 ctest --test-dir build --output-on-failure -j "$(nproc)" || unit_rc=$?
-e2e_rc=0
-python3 -m pytest -q -p no:cacheprovider tests/e2e "$@" || e2e_rc=$?
 # ASan+UBSan build (clang, ./build-asan): the fuzz targets, each for a short
 # fixed time. KR_ASAN_FULL=1 also builds the whole runner there and runs the
 # unit tests and the request/kill/outbox end-to-end tests under ASan (not
@@ -29,6 +27,8 @@ if [ "${KR_ASAN_FULL:-0}" = 1 ]; then
 else
   scripts/test-asan.sh --fuzz-only || asan_rc=$?
 fi
+e2e_rc=0
+python3 -m pytest -q -p no:cacheprovider tests/e2e "$@" || e2e_rc=$?
 [ "$asan_rc" -eq 0 ] || echo "sanitizer/fuzz tests FAILED (scripts/test-asan.sh exit code $asan_rc)" >&2
 # pytest's summary stays the last line; ctest's result is in the exit code.
 [ "$unit_rc" -eq 0 ] || echo "unit tests FAILED (ctest exit code $unit_rc)" >&2
