@@ -22,6 +22,17 @@ EnvVars ordered_env(std::string_view body) {
 
 }  // namespace
 
+std::optional<std::string> container_name_field(const nlohmann::json& obj, api::BodyFields& f) {
+  // container_name is `str` (required, non-null) upstream; D13 also accepts
+  // null when a registry image is given, because the host sends exactly that
+  // for registry-image tasks and VPS. An empty registry_image means "none".
+  auto reg = obj.find("registry_image");
+  const bool has_registry = reg != obj.end() && reg->is_string() && !reg->get_ref<const std::string&>().empty();
+  auto cn = obj.find("container_name");
+  if (cn != obj.end() && cn->is_null() && has_registry) return std::nullopt;
+  return f.req_str("container_name");
+}
+
 std::variant<TaskRequest, json> parse_task_request(std::string_view body) {
   Validation v;
   auto obj = api::parse_body_object(body, v);
@@ -40,16 +51,7 @@ std::variant<TaskRequest, json> parse_task_request(std::string_view body) {
   r.required_memory_bytes = f.opt_int("required_memory_bytes");
   r.target_numa_node_id = f.opt_int("target_numa_node_id");
 
-  // container_name is `str` (required, non-null) upstream; D13 also accepts
-  // null when a registry image is given, because the host sends exactly that
-  // for registry-image tasks. An empty registry_image means "none" (§1.3).
-  auto reg = obj->find("registry_image");
-  const bool has_registry = reg != obj->end() && reg->is_string() && !reg->get_ref<const std::string&>().empty();
-  auto cn = obj->find("container_name");
-  if (cn != obj->end() && cn->is_null() && has_registry)
-    r.container_name = std::nullopt;
-  else
-    r.container_name = f.req_str("container_name");
+  r.container_name = container_name_field(*obj, f);
 
   r.registry_image = f.opt_str("registry_image");
   // `working_dir: str = "/shared"`: explicit null is a string_type error;

@@ -12,6 +12,10 @@
 
 #include <nlohmann/json.hpp>
 
+namespace kr::api {
+class BodyFields;
+}
+
 namespace kr::tasks {
 
 // env_vars keeps the request's key order: the variables reach the container
@@ -46,6 +50,10 @@ struct TaskControl {
 // body {"detail": [...]} with one item per problem, in the model's field
 // order, as FastAPI reports them.
 std::variant<TaskRequest, nlohmann::json> parse_task_request(std::string_view body);
+
+// The `container_name` field shared by task and VPS bodies: required string,
+// or null when a non-empty registry_image is given (D13).
+std::optional<std::string> container_name_field(const nlohmann::json& obj, api::BodyFields& f);
 
 // Parses a POST /api/kill|pause|resume body {task_id: int, container_name: str}.
 std::variant<TaskControl, nlohmann::json> parse_task_control(std::string_view body);

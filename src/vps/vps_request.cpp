@@ -1,6 +1,7 @@
 #include "vps/vps_request.hpp"
 
 #include "api/validation.hpp"
+#include "tasks/task_request.hpp"
 
 namespace kr::vps {
 
@@ -20,15 +21,7 @@ std::variant<VpsRequest, json> parse_vps_request(std::string_view body) {
   r.required_gpus = f.int_list("required_gpus");
   r.required_memory_bytes = f.opt_int("required_memory_bytes");
   r.target_numa_node_id = f.opt_int("target_numa_node_id");
-  // `container_name: str` upstream; the host sends "" (or, D13, null) with a
-  // registry image.
-  auto reg = obj->find("registry_image");
-  const bool has_registry = reg != obj->end() && reg->is_string() && !reg->get_ref<const std::string&>().empty();
-  auto cn = obj->find("container_name");
-  if (cn != obj->end() && cn->is_null() && has_registry)
-    r.container_name = std::nullopt;
-  else
-    r.container_name = f.req_str("container_name");
+  r.container_name = tasks::container_name_field(*obj, f);  // D13
   r.registry_image = f.opt_str("registry_image");
   r.ssh_key_mode = f.str_or("ssh_key_mode", "disabled");
   r.ssh_public_key = f.opt_str("ssh_public_key");
