@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${ASAN_BUILD_DIR:-build-asan}
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
-FUZZ_TARGETS=(http_request runner_config task_request)
+FUZZ_TARGETS=(http_request runner_config task_request tunnel_frame)
 fuzz_only=0
 if [ "${1:-}" = "--fuzz-only" ]; then fuzz_only=1; shift; fi
 

@@ -266,6 +266,12 @@ std::optional<json> parse_body_object(std::string_view body, Validation& v) {
     if (auto pos = what.find("syntax error"); pos != std::string::npos) err.ctx = json{{"error", what.substr(pos)}};
     v.add(json::array({"body", offset}), err, json::object());
     return std::nullopt;
+  } catch (const json::exception& e) {
+    // Not a syntax error but still undecodable, e.g. a number literal beyond
+    // double range ("1e999", out_of_range.406); found by fuzz_task_request.
+    FieldError err{"json_invalid", "JSON decode error", json{{"error", e.what()}}};
+    v.add(json::array({"body", 0}), err, json::object());
+    return std::nullopt;
   }
   if (!parsed.is_object()) {
     v.add(json::array({"body"}), "model_attributes_type",

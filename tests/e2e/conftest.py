@@ -1,4 +1,5 @@
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -15,10 +16,38 @@ REPO = Path(__file__).resolve().parents[2]
 BINARY = Path(os.environ.get("KR_BINARY", REPO / "build" / "kohakuriver"))
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port nothing listens on, outside the kernel's ephemeral range.
+
+    Port 0 would be simpler but races: between our probe and the runner's
+    bind, the kernel may hand the same ephemeral port to an outgoing
+    connection or Docker to a published VPS port (HostPort "0"), and the
+    runner then fails with EADDRINUSE. Ports below the ephemeral range are
+    only ever taken by explicit binds, so probing one is enough; ports already
+    handed out in this session are never reused."""
+    try:
+        lo = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        lo = 32768
+    lo = max(lo, 12000)
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(500):
+        port = rng.randrange(10000, lo)
+        if port in _handed_out:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("0.0.0.0", port))
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free TCP port below the ephemeral range")
 
 
 def py_literal(v):

@@ -3,8 +3,7 @@
 // rules (runner side: classify, id rewrite, DATA cut for the host's 1 MiB
 // limit), the tunnel-client's RFC 6455 frame parser (server → client bytes
 // fed in random slices) and its handshake-response check.
-// Links against kr_core like the other targets in tests/fuzz (add
-// `tunnel_frame` to the KR_FUZZ target list). By hand:
+// Links against kr_parsers like the other targets in tests/fuzz. By hand:
 //   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -Isrc \
 //     tests/fuzz/fuzz_tunnel_frame.cpp src/tunnel/frame.cpp src/tunnel/relay_rules.cpp \
 //     src/tunnel/ws_client_codec.cpp -o fuzz_tunnel_frame

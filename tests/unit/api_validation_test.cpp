@@ -85,6 +85,15 @@ TEST(BodyParsing, MalformedJsonReportsOffset) {
   EXPECT_FALSE(item.contains("url"));
 }
 
+TEST(BodyParsing, NumberBeyondDoubleRangeIsJsonInvalidNotACrash) {
+  // nlohmann throws out_of_range (not parse_error) for these; fuzz_task_request found it.
+  for (const char* body : {R"({"task_id": 1, "x": 1073E41824})", R"({"a": -1e999})"}) {
+    Validation v;
+    EXPECT_FALSE(kr::api::parse_body_object(body, v)) << body;
+    EXPECT_EQ(v.body()["detail"][0]["type"], "json_invalid") << body;
+  }
+}
+
 TEST(BodyParsing, NonObjectBody) {
   Validation v;
   EXPECT_FALSE(kr::api::parse_body_object("[1,2]", v));
