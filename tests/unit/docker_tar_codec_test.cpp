@@ -175,8 +175,8 @@ TEST(TarCodec, MalformedStreamsAreRejected) {
   EXPECT_THROW(r2.feed(tar_end()), std::runtime_error);  // empty archive
   TarEntry e;
   EXPECT_FALSE(apply_pax_records("5 x=1\n", e));     // length does not match
-  EXPECT_FALSE(apply_pax_records("9 uid=x\n", e));  // not a number
-  EXPECT_TRUE(apply_pax_records("12 uid=123\n19 mtime=17.500000\n", e));
+  EXPECT_FALSE(apply_pax_records("8 uid=x\n", e));  // not a number
+  EXPECT_TRUE(apply_pax_records("11 uid=123\n19 mtime=17.500000\n", e));
   EXPECT_EQ(e.uid, 123u);
   EXPECT_EQ(e.mtime, 17);
   std::string b256 = raw_block("f", '0', 0);
