@@ -30,9 +30,9 @@ using api::HttpResponse;
 
 namespace {
 
-// Host: vm-restart has a 15 s timeout; the restart itself runs afterwards (V8).
-constexpr std::chrono::seconds kStopGrace{30};
-constexpr std::chrono::seconds kRestartGrace{20};
+// Restart: the host's vm-restart call has a 15 s timeout and the restart
+// runs after the reply (V8); the powerdown wait is capped there.
+constexpr std::chrono::seconds kMaxRestartGrace{20};
 
 json message_body(const std::string& m) { return json{{"message", m}}; }
 json create_ok_body(const std::string& ip) {
@@ -421,7 +421,7 @@ asio::awaitable<HttpResponse> VmService::stop(int64_t id) {
     co_return HttpResponse::detail(409, "VPS " + id_text + " is still being created.");
   vm->busy = true;
   ++vm->generation;  // no watchdog acts on it any more
-  const bool ended = co_await teardown(vm, kStopGrace);
+  const bool ended = co_await teardown(vm, std::chrono::seconds(deps_.cfg.vm_powerdown_timeout_seconds));
   co_await deps_.store.delete_task(id);
   if (!ended) co_return HttpResponse::detail(500, "Failed to stop VPS " + id_text + ".");
   spdlog::info("VM {} stopped", id);
@@ -463,7 +463,8 @@ asio::awaitable<HttpResponse> VmService::qmp_pause(VmPtr vm, bool pause) {
 asio::awaitable<void> VmService::restart_in_background(VmPtr vm) {
   const int64_t id = vm->state.task_id;
   const pid_t old_pid = vm->pid;
-  const bool ended = co_await shutdown_qemu(vm->paths, old_pid, kRestartGrace);
+  const auto grace = std::min<std::chrono::seconds>(kMaxRestartGrace, std::chrono::seconds(deps_.cfg.vm_powerdown_timeout_seconds));
+  const bool ended = co_await shutdown_qemu(vm->paths, old_pid, grace);
   std::string error;
   if (!ended) error = "the old QEMU process could not be ended";
   std::optional<LaunchedVm> launched;

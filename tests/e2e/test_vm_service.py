@@ -147,7 +147,9 @@ def test_vm_lifecycle_in_netns(host_any, make_runner, tmp_path):
 
 def _lifecycle(ns, host, make_runner, cfg, inst):
     # The watchdog (V6) has its own test; here it must not interfere.
-    cfg = dict(cfg, HOST_ADDRESS=ns.outer_ip, VM_CLOUD_INIT_TIMEOUT_SECONDS=3600)
+    # A blank disk has no OS to answer the ACPI power button: keep the
+    # powerdown wait short (the SIGKILL fallback is what runs).
+    cfg = dict(cfg, HOST_ADDRESS=ns.outer_ip, VM_CLOUD_INIT_TIMEOUT_SECONDS=3600, VM_POWERDOWN_TIMEOUT_SECONDS=2)
     runner = start_in_netns(make_runner(host, start=False, **cfg), ns)
 
     # ---- create: QEMU runs, TAP on the bridge, state persisted
