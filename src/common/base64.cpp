@@ -14,6 +14,52 @@ constexpr std::array<signed char, 256> make_table() {
   return t;
 }
 constexpr auto kTable = make_table();
+
+// Two output characters per 12 input bits: half the lookups of a 6-bit table.
+constexpr std::array<char, 8192> make_pairs() {
+  std::array<char, 8192> t{};
+  for (int i = 0; i < 4096; ++i) {
+    t[2 * i] = kAlphabet[i >> 6];
+    t[2 * i + 1] = kAlphabet[i & 63];
+  }
+  return t;
+}
+constexpr auto kPairs = make_pairs();
+
+// The canonical form every real client sends (length a multiple of 4, only
+// alphabet characters, at most two '=' at the end), decoded group by group
+// into a buffer sized once. Anything else: nullopt (the lenient path).
+// Same bytes as the lenient decoder for every input it accepts.
+std::optional<std::string> decode_canonical(std::string_view in) {
+  if (in.size() % 4 != 0) return std::nullopt;
+  std::size_t pad = 0;
+  if (!in.empty() && in.back() == '=') pad = in.size() >= 2 && in[in.size() - 2] == '=' ? 2 : 1;
+  const std::size_t full = in.size() / 4 - (pad ? 1 : 0);
+  std::string out;
+  out.resize(full * 3 + (pad == 1 ? 2 : pad == 2 ? 1 : 0));
+  char* o = out.data();
+  const auto* p = reinterpret_cast<const unsigned char*>(in.data());
+  for (std::size_t g = 0; g < full; ++g, p += 4, o += 3) {
+    const int a = kTable[p[0]], b = kTable[p[1]], c = kTable[p[2]], d = kTable[p[3]];
+    if ((a | b | c | d) < 0) return std::nullopt;
+    const auto v = static_cast<unsigned>((a << 18) | (b << 12) | (c << 6) | d);
+    o[0] = static_cast<char>(v >> 16);
+    o[1] = static_cast<char>(v >> 8);
+    o[2] = static_cast<char>(v);
+  }
+  if (pad == 1) {
+    const int a = kTable[p[0]], b = kTable[p[1]], c = kTable[p[2]];
+    if ((a | b | c) < 0) return std::nullopt;
+    const auto v = static_cast<unsigned>((a << 18) | (b << 12) | (c << 6));
+    o[0] = static_cast<char>(v >> 16);
+    o[1] = static_cast<char>(v >> 8);
+  } else if (pad == 2) {
+    const int a = kTable[p[0]], b = kTable[p[1]];
+    if ((a | b) < 0) return std::nullopt;
+    o[0] = static_cast<char>(static_cast<unsigned>((a << 18) | (b << 12)) >> 16);
+  }
+  return out;
+}
 }  // namespace
 
 std::string base64_encode(std::string_view in) {
@@ -21,12 +67,15 @@ std::string base64_encode(std::string_view in) {
   out.resize((in.size() + 2) / 3 * 4);
   std::size_t o = 0, i = 0;
   const auto* p = reinterpret_cast<const unsigned char*>(in.data());
-  for (; i + 3 <= in.size(); i += 3) {
+  char* w = out.data();
+  for (; i + 3 <= in.size(); i += 3, o += 4) {
     const unsigned v = (p[i] << 16) | (p[i + 1] << 8) | p[i + 2];
-    out[o++] = kAlphabet[(v >> 18) & 63];
-    out[o++] = kAlphabet[(v >> 12) & 63];
-    out[o++] = kAlphabet[(v >> 6) & 63];
-    out[o++] = kAlphabet[v & 63];
+    const char* hi = &kPairs[2 * (v >> 12)];
+    const char* lo = &kPairs[2 * (v & 4095)];
+    w[o] = hi[0];
+    w[o + 1] = hi[1];
+    w[o + 2] = lo[0];
+    w[o + 3] = lo[1];
   }
   if (i < in.size()) {
     unsigned v = p[i] << 16;
@@ -40,6 +89,7 @@ std::string base64_encode(std::string_view in) {
 }
 
 std::optional<std::string> base64_decode_lenient(std::string_view text, std::string& error) {
+  if (auto fast = decode_canonical(text)) return fast;
   std::string out;
   out.reserve(text.size() / 4 * 3 + 3);
   unsigned acc = 0;

@@ -316,6 +316,28 @@ awaitable<json> DockerClient::inspect_container(std::string name, Deadline deadl
                           std::nullopt, deadline);
 }
 
+awaitable<void> DockerClient::put_archive(std::string name, std::string dir, std::string tar,
+                                          Deadline deadline) {
+  auto self = impl_;
+  HttpRequest req;
+  req.method = Method::Put;
+  req.target = "/containers/" + checked_container(name) + "/archive" +
+               wire::Query().add("path", dir).add("noOverwriteDirNonDir", true).str();
+  req.body = std::move(tar);
+  req.content_type = "application/x-tar";
+  co_await self->send(std::move(req), deadline);
+}
+
+awaitable<void> DockerClient::get_archive(std::string name, std::string path,
+                                          std::function<void(std::string_view)> on_data,
+                                          Deadline deadline) {
+  auto self = impl_;
+  HttpRequest req;
+  req.target = "/containers/" + checked_container(name) + "/archive" + wire::Query().add("path", path).str();
+  req.deadline = self->resolve(deadline);
+  co_await self->stream(std::move(req), std::move(on_data));
+}
+
 awaitable<json> DockerClient::list_containers(bool all, json filters, Deadline deadline) {
   wire::Query q;
   q.add("all", all);

@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <string_view>
 #include <memory>
 #include <optional>
 #include <string>
@@ -141,6 +142,18 @@ class DockerClient {
   // POST /commit; returns the new image id.
   awaitable<std::string> commit_container(std::string name, std::string repo, std::string tag,
                                           Deadline deadline = kDefaultDeadline);
+
+  // ---- container archive (what `docker cp` uses; docker/tar_codec.hpp) ----
+  // PUT /containers/{name}/archive?path=dir&noOverwriteDirNonDir=1: `tar`
+  // is extracted into `dir` (which must exist: 404 otherwise).
+  awaitable<void> put_archive(std::string name, std::string dir, std::string tar,
+                              Deadline deadline = kDefaultDeadline);
+  // GET /containers/{name}/archive?path=: the tar stream's bytes go to
+  // `on_data` as they arrive. An exception thrown by on_data closes the
+  // connection and propagates (how a caller stops reading early).
+  awaitable<void> get_archive(std::string name, std::string path,
+                              std::function<void(std::string_view)> on_data,
+                              Deadline deadline = kDefaultDeadline);
 
   // ---- images (references validated: is_valid_image_reference) ----
   awaitable<std::optional<json>> inspect_image(std::string ref,

@@ -54,6 +54,16 @@ boost::asio::awaitable<TargetLookup> resolve_container(store::StateStore& store,
     for (const auto& m : info["Mounts"])
       if (m.is_object() && m.contains("Destination") && m["Destination"].is_string())
         t.mounts.push_back(m["Destination"].get<std::string>());
+  const auto& cfg = info.contains("Config") ? info["Config"] : nlohmann::json();
+  if (cfg.is_object() && cfg.contains("User") && cfg["User"].is_string()) t.user = cfg["User"].get<std::string>();
+  const auto& hc = info.contains("HostConfig") ? info["HostConfig"] : nlohmann::json();
+  if (hc.is_object() && hc.contains("Tmpfs") && hc["Tmpfs"].is_object())
+    for (const auto& [dest, opts] : hc["Tmpfs"].items()) t.tmpfs.push_back(dest);
+  if (info.contains("Mounts") && info["Mounts"].is_array())
+    for (const auto& m : info["Mounts"])
+      if (m.is_object() && m.value("Type", std::string()) == "tmpfs" && m.contains("Destination") &&
+          m["Destination"].is_string())
+        t.tmpfs.push_back(m["Destination"].get<std::string>());
   TargetLookup r;
   r.target = std::move(t);
   co_return r;

@@ -22,6 +22,8 @@ struct ContainerTarget {
   std::int64_t task_id = 0;
   std::string container;            // Docker container name
   std::vector<std::string> mounts;  // mount destinations inside the container
+  std::string user;                 // Config.User: whom execs run as ("" = image default, root)
+  std::vector<std::string> tmpfs;   // tmpfs mount destinations (HostConfig.Tmpfs, Mounts of type tmpfs)
 };
 
 struct TargetLookup {

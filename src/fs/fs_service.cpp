@@ -9,6 +9,7 @@
 #include "common/datetime.hpp"
 #include "common/utf8.hpp"
 #include "docker/docker_error.hpp"
+#include "fs/fs_archive.hpp"
 #include "fs/fs_parse.hpp"
 #include "fs/fs_paths.hpp"
 #include "store/state_store.hpp"
@@ -50,6 +51,12 @@ HttpResponse read_response(const std::string& n, std::string bytes, bool want_te
   out += as_text ? R"(,"encoding":"utf-8")" : R"(,"encoding":"base64")";
   out += R"(,"size":)" + std::to_string(bytes.size()) + R"(,"truncated":)" + (truncated ? "true" : "false") + "}";
   return HttpResponse{200, std::move(out), "application/json", {}};
+}
+
+std::chrono::milliseconds time_left(std::chrono::steady_clock::time_point end) {
+  auto d = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+  if (d.count() <= 0) throw DockerError(DockerError::Kind::Timeout, 0, "filesystem operation deadline passed");
+  return d;
 }
 
 std::string err_text(const docker::ExecResult& r) { return trim(utf8_replace_invalid(r.err)); }
@@ -206,6 +213,12 @@ asio::awaitable<HttpResponse> FsService::read(HttpRequest& req, Clock::time_poin
   auto look = co_await resolve_container(store_, docker_, *id);
   if (!look.target) co_return HttpResponse::detail(look.status, look.message);
 
+  // A regular file (or a directory) the archive API sees as the exec would.
+  auto fast = co_await read_via_archive(docker_, *look.target, n, limit, time_left(end));
+  if (fast.kind == ArchiveRead::Directory) co_return HttpResponse::detail(400, "Cannot read directory: " + n);
+  if (fast.kind == ArchiveRead::File)
+    co_return read_response(n, std::move(fast.content), encoding == "utf-8", fast.truncated);
+
   auto st = co_await run(*look.target, stat_type_size_argv(n, true), end);
   if (st.exit_code != 0 && contains(st.err, "unrecognized option"))
     st = co_await run(*look.target, stat_type_size_argv(n, false), end);
@@ -269,21 +282,37 @@ asio::awaitable<HttpResponse> FsService::write(HttpRequest& req, Clock::time_poi
   if (!look.target) co_return HttpResponse::detail(look.status, look.message);
 
   const std::string dir = python_dirname(n);
-  if (create_parents && !dir.empty() && dir != "/") {
+  const bool make_parents = create_parents && !dir.empty() && dir != "/";
+  const std::size_t size = bytes.size();
+  spdlog::debug("fs write: {} bytes decoded, container resolved after {} ms", size, ms());
+  // The archive API where it sees what an exec would (fs/fs_archive.hpp);
+  // it needs the directory to exist, so `mkdir -p` runs only when missing.
+  bool parents_made = false;
+  auto fast = co_await write_via_archive(docker_, *look.target, n, bytes, time_left(end));
+  if (fast == ArchiveWrite::ParentMissing && make_parents) {
     std::vector<std::string> argv = {"mkdir", "-p", dir};
     auto m = co_await run(*look.target, std::move(argv), end);
     if (m.exit_code != 0)
       co_return HttpResponse::detail(500, "Failed to create parent directories: " + err_text(m));
+    parents_made = true;
+    fast = co_await write_via_archive(docker_, *look.target, n, bytes, time_left(end));
   }
-  const std::size_t size = bytes.size();
-  // D-FSWRITE: the content goes through the exec's stdin, not argv.
-  spdlog::debug("fs write: {} bytes decoded, container resolved after {} ms", size, ms());
-  auto w = co_await run(*look.target, write_argv(n), end, std::move(bytes));
-  spdlog::debug("fs write: exec finished after {} ms", ms());
-  if (w.exit_code != 0) {
-    const std::string e = err_text(w);
-    if (contains(e, "Permission denied")) co_return HttpResponse::detail(403, "Permission denied: " + n);
-    co_return HttpResponse::detail(500, "Write failed: " + e);
+  spdlog::debug("fs write: archive path {} after {} ms", fast == ArchiveWrite::Written ? "wrote" : "declined", ms());
+  if (fast != ArchiveWrite::Written) {
+    if (make_parents && !parents_made) {
+      std::vector<std::string> argv = {"mkdir", "-p", dir};
+      auto m = co_await run(*look.target, std::move(argv), end);
+      if (m.exit_code != 0)
+        co_return HttpResponse::detail(500, "Failed to create parent directories: " + err_text(m));
+    }
+    // D-FSWRITE: the content goes through the exec's stdin, not argv.
+    auto w = co_await run(*look.target, write_argv(n), end, std::move(bytes));
+    spdlog::debug("fs write: exec finished after {} ms", ms());
+    if (w.exit_code != 0) {
+      const std::string e = err_text(w);
+      if (contains(e, "Permission denied")) co_return HttpResponse::detail(403, "Permission denied: " + n);
+      co_return HttpResponse::detail(500, "Write failed: " + e);
+    }
   }
   json body = json::object();
   body["path"] = n;

@@ -41,6 +41,18 @@ enum Opcode : std::uint8_t { Continuation = 0x0, Text = 0x1, Binary = 0x2, Close
 
 // Appends one final, masked frame to `out`.
 void encode_frame(std::string& out, Opcode op, std::string_view payload, std::uint32_t mask_key);
+
+// The longest client frame head: 2 bytes, 8-byte extended length, mask key.
+inline constexpr std::size_t kMaxFrameHead = 14;
+// Writes the head of one final, masked frame with a payload of `payload_len`
+// bytes (minimal length encoding) to `out`; returns its length (6..14).
+std::size_t encode_frame_head(unsigned char* out, Opcode op, std::uint64_t payload_len, std::uint32_t mask_key);
+// Turns `room` — kMaxFrameHead spare bytes followed by `payload_len` bytes
+// of payload — into one final, masked frame without copying the payload:
+// the payload is masked where it lies and the head written just before it.
+// Returns the frame's offset in `room` (kMaxFrameHead - head length); the
+// frame is kMaxFrameHead - offset + payload_len bytes long.
+std::size_t build_frame_in_place(char* room, std::size_t payload_len, Opcode op, std::uint32_t mask_key);
 void apply_mask(char* data, std::size_t n, std::uint32_t mask_key, std::size_t offset = 0);
 
 // Incremental parser for server→client frames (unmasked). Control frames are

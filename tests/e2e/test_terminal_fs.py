@@ -209,6 +209,65 @@ def test_fs_read_10mib_exact_and_truncated(env, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["debian", "busybox"])
+def test_fs_write_and_read_keep_exec_semantics(env, kind):
+    """Whole files may travel through Docker's archive API; what the client
+    sees must stay what the exec path (`cat >`, `head -c` in the container)
+    gives: an overwritten file keeps its mode and owner, a new one is root's
+    0644, a symlink is written and read through, a missing parent is made
+    only with create_parents, a directory is refused."""
+    runner, ids = env
+    tid = ids[kind]
+    c = cname(tid)
+    d = f"/tmp/sem-{random.randrange(10**9)}"
+    docker("exec", c, "sh", "-c",
+           f"mkdir -p {d} && echo old > {d}/keep && chown 1000:1001 {d}/keep && chmod 750 {d}/keep"
+           f" && echo t > {d}/target && ln -s {d}/target {d}/link && ln -s {d}/sub {d}/dirlink && mkdir {d}/sub"
+           f" && : > {d}/empty")
+    data = os.urandom(300 * 1024)
+    st, rep = fs(runner, tid, "write", "POST",
+                 {"path": f"{d}/keep", "content": base64.b64encode(data).decode(), "encoding": "base64"})
+    assert st == 200 and rep["size"] == len(data), rep
+    assert docker("exec", c, "stat", "-c", "%a %u %g", f"{d}/keep").stdout.split() == ["750", "1000", "1001"]
+    st, rep = fs(runner, tid, "read", path=f"{d}/keep", encoding="base64")
+    assert st == 200 and base64.b64decode(rep["content"]) == data and rep["truncated"] is False
+
+    st, rep = fs(runner, tid, "write", "POST", {"path": f"{d}/new", "content": "fresh"})
+    assert st == 200, rep
+    assert docker("exec", c, "stat", "-c", "%a %u %g %F", f"{d}/new").stdout.split()[:3] == ["644", "0", "0"]
+
+    st, rep = fs(runner, tid, "write", "POST", {"path": f"{d}/link", "content": "via link"})
+    assert st == 200, rep
+    assert docker("exec", c, "cat", f"{d}/target").stdout == "via link"
+    assert docker("exec", c, "test", "-L", f"{d}/link").returncode == 0
+    st, rep = fs(runner, tid, "read", path=f"{d}/link")
+    assert st == 200 and rep["content"] == "via link" and rep["size"] == 8, rep
+    st, rep = fs(runner, tid, "read", path=f"{d}/dirlink")  # stat passes a symlink; head fails
+    assert st == 500 and rep["detail"].startswith("read failed: "), rep
+
+    st, rep = fs(runner, tid, "read", path=f"{d}/empty", encoding="base64")
+    assert st == 200 and rep["content"] == "" and rep["size"] == 0 and rep["truncated"] is False, rep
+    st, rep = fs(runner, tid, "read", path=f"{d}/keep", encoding="base64", limit=100)
+    assert st == 200 and base64.b64decode(rep["content"]) == data[:100] and rep["truncated"] is True
+    st, rep = fs(runner, tid, "read", path=f"{d}/nope")
+    assert st == 404 and rep == {"detail": f"File not found: {d}/nope"}
+    st, rep = fs(runner, tid, "read", path=f"{d}/sub")
+    assert st == 400 and rep == {"detail": f"Cannot read directory: {d}/sub"}
+    hostname = docker("exec", c, "cat", "/etc/hostname").stdout
+    st, rep = fs(runner, tid, "read", path="/etc/hostname")
+    assert st == 200 and rep["content"] == hostname
+
+    st, rep = fs(runner, tid, "write", "POST", {"path": f"{d}/sub", "content": "x"})
+    assert st == 500 and rep["detail"].startswith("Write failed: "), rep
+    assert docker("exec", c, "test", "-d", f"{d}/sub").returncode == 0
+    st, rep = fs(runner, tid, "write", "POST", {"path": f"{d}/a/b/c", "content": "x", "create_parents": False})
+    assert st == 500 and rep["detail"].startswith("Write failed: "), rep
+    st, rep = fs(runner, tid, "write", "POST", {"path": f"{d}/a/b/c", "content": "deep"})
+    assert st == 200, rep
+    assert docker("exec", c, "cat", f"{d}/a/b/c").stdout == "deep"
+    docker("exec", c, "rm", "-rf", d)
+
+
+@pytest.mark.parametrize("kind", ["debian", "busybox"])
 def test_fs_names_and_operations(env, kind):
     runner, ids = env
     tid = ids[kind]

@@ -295,3 +295,49 @@ def test_static_client_runs_in_a_busybox_only_image():
     r = docker("run", "--rm", "-v", f"{TUNNEL_CLIENT}:/usr/local/bin/tunnel-client:ro", "kr-test/busybox:test",
                "/usr/local/bin/tunnel-client", "-r", "wss://10.0.0.1:1", "-c", "x", check=False)
     assert r.returncode == 1 and "wss:// is not supported" in r.stderr
+
+
+def test_gateway_listener_serves_tunnels_when_bound_to_loopback(tmp_path):
+    # T11: with RUNNER_BIND_IP specific (loopback here), containers cannot
+    # reach the main listener; the runner also listens on the container
+    # network's gateway (their KOHAKURIVER_TUNNEL_URL), serving only
+    # /ws/tunnel. A real container's client connects there and a forward
+    # through the loopback listener reaches its service.
+    host = FixtureHost().start()
+    runner = RunnerProcess(tmp_path, host, dict(runner_overrides(), RUNNER_BIND_IP="127.0.0.1"), [], None).start()
+    tid = None
+    try:
+        runner.wait_listening()
+        host.wait_for("register", timeout=10)
+        gateway = runner.config.get("DOCKER_NETWORK_GATEWAY", "172.30.0.1")
+        www = share_dir(runner) / "www"
+        www.mkdir()
+        (www / "g.txt").write_bytes(b"G" * 70_000)
+        tid, container = start_service(runner, host, f"{BUSYBOX} httpd -f -p 8080 -h /shared/www")
+        wait_port_in_container(container, 8080)
+        env_out = docker("exec", container, "sh", "-c", "echo $KOHAKURIVER_TUNNEL_URL").stdout.strip()
+        assert env_out == f"ws://{gateway}:{runner.port}"
+        wait_until(lambda: "Tunnel endpoint also listening on the container gateway" in runner.output(),
+                   timeout=30, what="the gateway listener")
+        wait_until(lambda: f"tunnel {container}: connected from" in runner.output(), timeout=30,
+                   what="the container's tunnel through the gateway")
+        fwd = Forward(runner.port, container, 8080)
+        try:
+            resp, end, _ = http_get(fwd, 1, "/g.txt")
+            assert end == CLOSE
+            assert body_of(resp) == b"G" * 70_000
+        finally:
+            fwd.close()
+        # Only the tunnel route is served on the gateway: no control API, no forwards.
+        s = socket.create_connection((gateway, runner.port), timeout=10)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = s.recv(4096)
+        s.close()
+        assert answer.startswith(b"HTTP/1.1 404"), answer[:200]
+        with pytest.raises(WsClosed):
+            WsConn(gateway, runner.port, f"/ws/forward/{container}/8080")
+    finally:
+        if tid is not None:
+            stop_service(runner, tid)
+        runner.stop()
+        host.stop()

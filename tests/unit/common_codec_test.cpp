@@ -69,3 +69,47 @@ TEST(Base64, LenientLikePython) {
   EXPECT_EQ(*base64_decode_lenient("Zm8=", err), "fo");
   EXPECT_EQ(*base64_decode_lenient("Zg==", err), "f");
 }
+
+// The canonical-form fast path and the lenient path give Python's bytes.
+TEST(Base64, CanonicalAndLenientInputsDecodeLikePython) {
+  std::string err;
+  const std::pair<std::string, std::string> cases[] = {
+      {"Zh==", "f"},              // non-zero leftover bits are dropped
+      {"Zm9=", "fo"},
+      {"Zm9vYmE=", "fooba"},
+      {"AAAA", std::string(3, '\0')},
+      {"", ""},
+      {"Zm9v====", "foo"},        // excess padding: lenient path
+      {"=Zm9v", "foo"},
+      {"QUJD\r\n", "ABC"},
+      {"QU JD", "ABC"},
+  };
+  for (const auto& [in, want] : cases) {
+    auto got = base64_decode_lenient(in, err);
+    ASSERT_TRUE(got) << in << ": " << err;
+    EXPECT_EQ(*got, want) << in;
+  }
+  EXPECT_FALSE(base64_decode_lenient("Zm=v", err));
+  EXPECT_EQ(err, "Incorrect padding");
+  EXPECT_FALSE(base64_decode_lenient("Z===", err));
+}
+
+TEST(Base64, EncodeMatchesBitByBitReference) {
+  static constexpr char kAlpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::mt19937 rng(11);
+  for (std::size_t len = 0; len < 70; ++len) {
+    std::string s(len, '\0');
+    for (auto& c : s) c = static_cast<char>(rng());
+    std::string want;
+    for (std::size_t i = 0; i < len; i += 3) {
+      unsigned v = static_cast<unsigned char>(s[i]) << 16;
+      if (i + 1 < len) v |= static_cast<unsigned char>(s[i + 1]) << 8;
+      if (i + 2 < len) v |= static_cast<unsigned char>(s[i + 2]);
+      want += kAlpha[(v >> 18) & 63];
+      want += kAlpha[(v >> 12) & 63];
+      want += i + 1 < len ? kAlpha[(v >> 6) & 63] : '=';
+      want += i + 2 < len ? kAlpha[v & 63] : '=';
+    }
+    EXPECT_EQ(base64_encode(s), want) << len;
+  }
+}

@@ -265,3 +265,18 @@ TEST(TunnelClientCli, ErrorsHelpVersion) {
   EXPECT_EQ(p.action, ClientParse::Action::Version);
   EXPECT_EQ(p.message, "kohakuriver-tunnel 0.1.0\n");
 }
+
+TEST(TunnelWsClient, FrameBuiltInPlaceMatchesEncodeFrame) {
+  for (std::size_t n : {0u, 1u, 117u, 118u, 125u, 126u, 65535u, 65536u, 262152u}) {
+    std::string payload(n, '\0');
+    for (std::size_t i = 0; i < n; ++i) payload[i] = static_cast<char>(i * 13 + 5);
+    std::string expected;
+    encode_frame(expected, Binary, payload, 0xA1B2C3D4);
+    std::string room(kMaxFrameHead, 'x');
+    room += payload;
+    std::size_t offset = build_frame_in_place(room.data(), n, Binary, 0xA1B2C3D4);
+    EXPECT_EQ(room.substr(offset), expected) << n;
+    unsigned char head[kMaxFrameHead];
+    EXPECT_EQ(encode_frame_head(head, Binary, n, 0xA1B2C3D4), kMaxFrameHead - offset);
+  }
+}

@@ -1,0 +1,50 @@
+#pragma once
+// Whole-file read and write through Docker's archive API (the transport
+// `docker cp` uses), for the paths where it sees exactly what an exec would
+// (fs/archive_rules.hpp). Much cheaper than piping the bytes through an
+// exec's stdin/stdout: no process in the container, one copy in dockerd.
+// The exec path stays the reference: whenever this one cannot answer with
+// certainty (a symlink, a missing file, any Docker error but a timeout) the
+// caller falls back to it, which also produces upstream's error texts.
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include <boost/asio/awaitable.hpp>
+
+#include "fs/container_target.hpp"
+
+namespace kr::docker {
+class DockerClient;
+}
+
+namespace kr::fs {
+
+enum class ArchiveWrite {
+  Written,
+  ParentMissing,  // the directory does not exist (mkdir -p, then try again)
+  UseExec,
+};
+
+// Replaces or creates regular file `n` with `bytes`. An existing regular
+// file keeps its permission bits and owner (read from its tar header);
+// a new one is root's 0644, as `cat >` under umask 022 makes it. Anything
+// else at `n` (symlink, directory, device) -> UseExec. Throws
+// DockerError{Kind::Timeout} when `deadline` passes.
+boost::asio::awaitable<ArchiveWrite> write_via_archive(docker::DockerClient& docker, const ContainerTarget& t,
+                                                       const std::string& n, const std::string& bytes,
+                                                       std::chrono::milliseconds deadline);
+
+struct ArchiveRead {
+  enum Kind { UseExec, Directory, File } kind = UseExec;
+  std::string content;     // File: the first `limit` bytes
+  bool truncated = false;  // File: its size is over `limit`
+};
+
+// Reads up to `limit` (>= 0) bytes of regular file `n`; stops the download
+// there. Throws DockerError{Kind::Timeout} when `deadline` passes.
+boost::asio::awaitable<ArchiveRead> read_via_archive(docker::DockerClient& docker, const ContainerTarget& t,
+                                                     const std::string& n, std::int64_t limit,
+                                                     std::chrono::milliseconds deadline);
+
+}  // namespace kr::fs
