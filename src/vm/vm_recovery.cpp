@@ -108,6 +108,15 @@ asio::awaitable<void> VmService::recover() {
       vm->generation = 1;
       vm->gpu = !f.state.gpu_pci_addresses.empty();
       if (pool_) pool_->mark_used(f.state.vm_ip);
+      if (f.state.ssh_port) {
+        try {
+          vm->ssh_proxy = std::make_unique<SshProxy>(ex_, deps_.cfg.runner_bind_ip,
+                                                     static_cast<std::uint16_t>(*f.state.ssh_port), f.state.vm_ip);
+          vm->ssh_proxy->start();
+        } catch (const std::exception& e) {
+          spdlog::error("VM {}: {}", id, e.what());
+        }
+      }
       vms_[id] = vm;
       if (!f.in_store) {
         store::TaskRecord rec;

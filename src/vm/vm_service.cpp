@@ -299,6 +299,22 @@ asio::awaitable<HttpResponse> VmService::create(vps::VpsRequest rq, std::string 
   seed.network.dns = deps_.cfg.vm_dns_servers;
   seed.network.mac = st.mac_address;
 
+  // V25: the SSH port is bound before QEMU starts; a taken port fails the
+  // create (upstream only logged it).
+  if (st.ssh_port) {
+    std::optional<std::string> bind_error;
+    try {
+      vm->ssh_proxy = std::make_unique<SshProxy>(ex_, deps_.cfg.runner_bind_ip, static_cast<std::uint16_t>(*st.ssh_port),
+                                                 st.vm_ip);
+    } catch (const std::exception& e) {
+      bind_error = e.what();
+    }
+    if (bind_error) {
+      release_network(st);
+      co_return co_await fail_create(vm, "VM VPS creation failed: " + *bind_error, 500);
+    }
+  }
+
   const QemuSettings settings = settings_;
   const std::string bridge = st.bridge_name;
   // Everything blocking in one go; on failure undo in reverse (V5).
@@ -336,6 +352,7 @@ asio::awaitable<HttpResponse> VmService::create(vps::VpsRequest rq, std::string 
   };
   auto launched = co_await run_blocking(work);
   if (auto* why = std::get_if<std::string>(&launched)) {
+    if (vm->ssh_proxy) vm->ssh_proxy->stop();
     release_network(st);
     co_return co_await fail_create(vm, "VM VPS creation failed: VM " + std::to_string(id) + " creation failed: " + *why, 500);
   }
@@ -346,6 +363,7 @@ asio::awaitable<HttpResponse> VmService::create(vps::VpsRequest rq, std::string 
   vm->started_at = iso_of(vm->created_at);
   vm->launched = true;
   vm->generation = 1;
+  if (vm->ssh_proxy) vm->ssh_proxy->start();
   spdlog::info("VM {} started: QEMU pid {}, {} on {}", id, vm->pid, st.vm_ip, st.tap_device);
 
   std::optional<std::string> persist_error;
@@ -393,6 +411,7 @@ asio::awaitable<bool> VmService::teardown(VmPtr vm, std::chrono::milliseconds gr
   bool ended = true;
   if (vm->pid > 0) ended = co_await shutdown_qemu(vm->paths, vm->pid, grace);
   if (!ended) spdlog::error("VM {}: QEMU pid {} could not be ended", id, vm->pid);
+  if (vm->ssh_proxy) vm->ssh_proxy->stop();
   vm->gone = true;
   vms_.erase(id);
   const VmState st = vm->state;
@@ -419,6 +438,8 @@ asio::awaitable<HttpResponse> VmService::stop(int64_t id) {
   VmPtr vm = it->second;
   if (vm->busy && !vm->launched)
     co_return HttpResponse::detail(409, "VPS " + id_text + " is still being created.");
+  // A restart (or the watchdog) owns the QEMU process right now.
+  if (vm->busy) co_return HttpResponse::detail(409, "VM " + id_text + " is being restarted or stopped; try again.");
   vm->busy = true;
   ++vm->generation;  // no watchdog acts on it any more
   const bool ended = co_await teardown(vm, std::chrono::seconds(deps_.cfg.vm_powerdown_timeout_seconds));
@@ -512,6 +533,11 @@ asio::awaitable<void> VmService::restart_in_background(VmPtr vm) {
   if (!durable) co_await report(id, r, true);
 }
 
-void VmService::stop() { stop_.stop(); }
+void VmService::stop() {
+  stop_.stop();
+  // The relays end with the runner; QEMU keeps running (V26).
+  for (auto& [id, vm] : vms_)
+    if (vm->ssh_proxy) vm->ssh_proxy->stop();
+}
 
 }  // namespace kr::vm

@@ -28,6 +28,7 @@
 #include "store/outbox.hpp"
 #include "store/state_store.hpp"
 #include "vm/qemu_instance.hpp"
+#include "vm/ssh_proxy.hpp"
 #include "vm/vm_network.hpp"
 #include "vm/vm_state.hpp"
 #include "vps/vps_manager.hpp"
@@ -99,6 +100,7 @@ class VmService : public vps::VmBackend {
     bool gone = false;      // stopped: late coroutines must not touch it
     std::uint64_t generation = 0;  // bumped per QEMU instance (watchdogs)
     bool gpu = false;
+    std::unique_ptr<SshProxy> ssh_proxy;  // {ssh_port} -> {vm_ip}:22 (V25)
   };
   using VmPtr = std::shared_ptr<Vm>;
 

@@ -10,6 +10,7 @@ calls are made from the VM's address inside the namespace."""
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -40,6 +41,19 @@ def vm_body(task_id, **fields):
     }
     body.update(fields)
     return body
+
+
+ECHO_22 = r"""
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 22)); s.listen(4)
+while True:
+    c, _ = s.accept()
+    data = c.recv(100)
+    c.sendall(b"echo:" + data)
+    c.close()
+"""
+PROBE_22 = "import socket; socket.create_connection(('10.200.0.10', 22), timeout=1).close()"
 
 
 def vm_dirs(tmp_path):
@@ -192,6 +206,22 @@ def _lifecycle(ns, host, make_runner, cfg, inst):
     st = http("GET", runner.url("/api/vps/42/vm-status"))[1]
     assert st["ssh_ready"] is True and st["last_heartbeat"] >= before - 1  # runner clock (V24)
 
+    # ---- the SSH port relays to {vm_ip}:22 (a stand-in sshd inside the namespace)
+    echo = ns.popen("python3", "-c", ECHO_22, "10.200.0.10")
+    try:
+        wait_until(lambda: ns.exec("python3", "-c", PROBE_22, check=False).returncode == 0, 20, "the stand-in sshd")
+        with socket.create_connection((ns.inner_ip, 40022), timeout=10) as c:
+            c.sendall(b"SSH-2.0-test\r\n")
+            assert c.recv(100).startswith(b"echo:SSH-2.0-test")
+    finally:
+        echo.kill()
+        echo.wait()
+    # A taken SSH port fails the create (V25) and leaves nothing behind.
+    status, body = http("POST", runner.url("/api/vps/create"), vm_body(45, ssh_port=40022), timeout=120)
+    assert status == 500 and "40022" in body["detail"], body
+    assert not ns.link_exists("tap-" + _tap(45))
+    assert http("GET", runner.url("/api/vps/45/vm-status"))[0] == 404
+
     # ---- pause / resume through QMP (V23), both routes the host uses
     assert http("POST", runner.url("/api/vps/pause/42")) == (200, {"message": "VPS 42 paused."})
     assert http("POST", runner.url("/api/vps/resume/42")) == (200, {"message": "VPS 42 resumed."})
@@ -208,7 +238,7 @@ def _lifecycle(ns, host, make_runner, cfg, inst):
     assert ns.link_exists("tap-1ef51593")
 
     # ---- a second VM that never phones home: the watchdog stops it (V6)
-    status, body = http("POST", runner.url("/api/vps/create"), vm_body(43), timeout=120)
+    status, body = http("POST", runner.url("/api/vps/create"), vm_body(43, ssh_port=40023), timeout=120)
     assert status == 200 and body["vm_ip"] == "10.200.0.11", body
     pid43 = http("GET", runner.url("/api/vps/43/vm-status"))[1]["pid"]
 
@@ -237,7 +267,7 @@ def _lifecycle(ns, host, make_runner, cfg, inst):
     assert http("POST", runner.url("/api/vps/stop/42"))[0] in (200, 404)
     assert http("GET", runner.url("/api/vps/42/vm-status"))[0] == 404
     # The freed address is handed out again.
-    status, body = http("POST", runner.url("/api/vps/create"), vm_body(44), timeout=120)
+    status, body = http("POST", runner.url("/api/vps/create"), vm_body(44, ssh_port=40024), timeout=120)
     assert status == 200 and body["vm_ip"] == "10.200.0.10", body
     # Force delete kills the tracked VM first.
     status, body = http("DELETE", runner.url("/api/vps/vm-instances/44?force=true"), timeout=60)

@@ -51,6 +51,10 @@ class VmNetns:
     def exec(self, *args, check=True):
         return sh("ip", "netns", "exec", self.name, *args, check=check)
 
+    def popen(self, *args):
+        return subprocess.Popen(["ip", "netns", "exec", self.name, *args], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+
     def link_exists(self, name):
         return self.exec("ip", "link", "show", name, check=False).returncode == 0
 
