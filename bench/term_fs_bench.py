@@ -13,7 +13,10 @@ in one run against real containers on the local dockerd:
      inotify mode (Debian image) and polling mode (BusyBox image).
 
 Usage (hold the e2e lock exclusively):
-  flock -x /tmp/kr-e2e.lock bench/term_fs_bench.py [--rounds 50]
+  flock -x /tmp/kr-e2e.lock bench/term_fs_bench.py [--rounds 50] [--fs-rounds 3]
+      [--parts echo,write,read,watch]
+The load average is printed before and after: the throughput ratios move
+with it (docker cp and the API compete with whatever else runs).
 """
 import argparse
 import base64
@@ -114,7 +117,8 @@ def direct_exec_echo(container, rounds):
 def runner_echo(runner, tid, rounds):
     ws = connect(runner, f"/ws/task/{tid}/terminal")
     send_json(ws, {"type": "resize", "rows": 24, "cols": 80})
-    assert recv_json(ws) == {"type": "output", "data": ""}
+    ack = recv_json(ws)
+    assert ack == {"type": "output", "data": ""}, ack
     time.sleep(0.5)
     ws.settimeout(0.2)
     try:
@@ -169,7 +173,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=50)
     ap.add_argument("--fs-rounds", type=int, default=3)
     ap.add_argument("--watch-rounds", type=int, default=5)
+    ap.add_argument("--parts", default="echo,write,read,watch",
+                    help="comma-separated subset of echo,write,read,watch")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    print("load average at start: %.2f %.2f %.2f" % os.getloadavg(), flush=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="kr-termfs-bench-"))
     host = FixtureHost().start()
@@ -185,56 +193,61 @@ def main():
 
         # 1. keystroke echo, interleaved in blocks of 10
         via_runner, direct = [], []
-        for _ in range(max(1, args.rounds // 10)):
+        for _ in range(max(1, args.rounds // 10) if "echo" in parts else 0):
             via_runner += runner_echo(runner, deb, 10)
             direct += direct_exec_echo(cdeb, 10)
-        m_r, m_d = statistics.median(via_runner) * 1000, statistics.median(direct) * 1000
-        print(f"keystroke echo (median of {len(via_runner)}): runner {m_r:.2f} ms, direct Engine API {m_d:.2f} ms, "
-              f"ratio {m_r / m_d:.2f}")
+        if via_runner:
+            m_r, m_d = statistics.median(via_runner) * 1000, statistics.median(direct) * 1000
+            print(f"keystroke echo (median of {len(via_runner)}): runner {m_r:.2f} ms, "
+                  f"direct Engine API {m_d:.2f} ms, ratio {m_r / m_d:.2f}")
 
-        # 2. write 20 MB
-        data = os.urandom(20 * 1000 * 1000)
-        (tmp / "w.bin").write_bytes(data)
-        body = json.dumps({"path": "/tmp/w.bin", "content": base64.b64encode(data).decode(),
-                           "encoding": "base64"}).encode()
-        api_w, cp_w = [], []
-        for _ in range(args.fs_rounds):
-            def api_write():
-                req = urllib.request.Request(runner.url(f"/api/fs/{deb}/write"), data=body, method="POST",
-                                             headers={"Content-Type": "application/json"})
-                with urllib.request.urlopen(req, timeout=120) as r:
-                    assert r.status == 200
-            api_w.append(timed(api_write))
-            cp_w.append(timed(lambda: docker("cp", str(tmp / "w.bin"), f"{cdeb}:/tmp/w2.bin")))
-        mb = len(data) / 1e6
-        a, c = statistics.median(api_w), statistics.median(cp_w)
-        print(f"write 20 MB: API {mb / a:.1f} MB/s ({a * 1000:.0f} ms), docker cp {mb / c:.1f} MB/s "
-              f"({c * 1000:.0f} ms), throughput ratio {c / a:.2f}")
+        if "write" in parts:
+            # 2. write 20 MB
+            data = os.urandom(20 * 1000 * 1000)
+            (tmp / "w.bin").write_bytes(data)
+            body = json.dumps({"path": "/tmp/w.bin", "content": base64.b64encode(data).decode(),
+                               "encoding": "base64"}).encode()
+            api_w, cp_w = [], []
+            for _ in range(args.fs_rounds):
+                def api_write():
+                    req = urllib.request.Request(runner.url(f"/api/fs/{deb}/write"), data=body, method="POST",
+                                                 headers={"Content-Type": "application/json"})
+                    with urllib.request.urlopen(req, timeout=120) as r:
+                        assert r.status == 200
+                api_w.append(timed(api_write))
+                cp_w.append(timed(lambda: docker("cp", str(tmp / "w.bin"), f"{cdeb}:/tmp/w2.bin")))
+            mb = len(data) / 1e6
+            a, c = statistics.median(api_w), statistics.median(cp_w)
+            print(f"write 20 MB: API {mb / a:.1f} MB/s ({a * 1000:.0f} ms), docker cp {mb / c:.1f} MB/s "
+                  f"({c * 1000:.0f} ms), throughput ratio {c / a:.2f}")
 
-        # 3. read 10 MiB
-        rdata = os.urandom(10 * 1024 * 1024)
-        (tmp / "r.bin").write_bytes(rdata)
-        docker("cp", str(tmp / "r.bin"), f"{cdeb}:/tmp/r.bin")
-        api_r, cp_r = [], []
-        for _ in range(args.fs_rounds):
-            def api_read():
-                with urllib.request.urlopen(runner.url(f"/api/fs/{deb}/read?path=/tmp/r.bin&encoding=base64"),
-                                            timeout=120) as r:
-                    assert base64.b64decode(json.loads(r.read())["content"]) == rdata
-            api_r.append(timed(api_read))
-            cp_r.append(timed(lambda: docker("cp", f"{cdeb}:/tmp/r.bin", str(tmp / "r-out.bin"))))
-        mb = len(rdata) / 1e6
-        a, c = statistics.median(api_r), statistics.median(cp_r)
-        print(f"read 10 MiB: API {mb / a:.1f} MB/s ({a * 1000:.0f} ms, incl. base64+JSON decode in the client), "
-              f"docker cp {mb / c:.1f} MB/s ({c * 1000:.0f} ms), throughput ratio {c / a:.2f}")
+        if "read" in parts:
+            # 3. read 10 MiB
+            rdata = os.urandom(10 * 1024 * 1024)
+            (tmp / "r.bin").write_bytes(rdata)
+            docker("cp", str(tmp / "r.bin"), f"{cdeb}:/tmp/r.bin")
+            api_r, cp_r = [], []
+            for _ in range(args.fs_rounds):
+                def api_read():
+                    with urllib.request.urlopen(runner.url(f"/api/fs/{deb}/read?path=/tmp/r.bin&encoding=base64"),
+                                                timeout=120) as r:
+                        assert base64.b64decode(json.loads(r.read())["content"]) == rdata
+                api_r.append(timed(api_read))
+                cp_r.append(timed(lambda: docker("cp", f"{cdeb}:/tmp/r.bin", str(tmp / "r-out.bin"))))
+            mb = len(rdata) / 1e6
+            a, c = statistics.median(api_r), statistics.median(cp_r)
+            print(f"read 10 MiB: API {mb / a:.1f} MB/s ({a * 1000:.0f} ms, incl. base64+JSON decode in the client), "
+                  f"docker cp {mb / c:.1f} MB/s ({c * 1000:.0f} ms), throughput ratio {c / a:.2f}")
 
-        # 4. watch latency
-        for tid, method in ((deb, "inotify"), (bb, "polling")):
-            lat = watch_latency(runner, tid, method, args.watch_rounds)
-            after = statistics.median(x for x, _ in lat) * 1000
-            total = statistics.median(y for _, y in lat) * 1000
-            print(f"watch latency {method} (median of {len(lat)}): {after:.0f} ms after the write returned "
-                  f"({total:.0f} ms from the write request)")
+        if "watch" in parts:
+            # 4. watch latency
+            for tid, method in ((deb, "inotify"), (bb, "polling")):
+                lat = watch_latency(runner, tid, method, args.watch_rounds)
+                after = statistics.median(x for x, _ in lat) * 1000
+                total = statistics.median(y for _, y in lat) * 1000
+                print(f"watch latency {method} (median of {len(lat)}): {after:.0f} ms after the write returned "
+                      f"({total:.0f} ms from the write request)")
+        print("load average at end: %.2f %.2f %.2f" % os.getloadavg())
     finally:
         subprocess.run(["docker", "rm", "-f", cdeb, cbb], capture_output=True)
         runner.stop()

@@ -1,5 +1,8 @@
 #include "common/utf8.hpp"
 
+#include <cstdint>
+#include <cstring>
+
 namespace kr {
 
 namespace {
@@ -103,9 +106,35 @@ std::string utf8_replace_invalid(std::string_view bytes) {
 }
 
 bool utf8_is_valid(std::string_view bytes) {
-  std::string out;
-  decode(bytes, out, false);
-  return out.size() == bytes.size() && out == bytes;
+  // Same notion as decode() (valid iff it would change nothing), without
+  // building a copy: ASCII eight bytes at a time, sequences checked in place.
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  const std::size_t n = bytes.size();
+  std::size_t i = 0;
+  while (i < n) {
+    if (i + 8 <= n) {
+      std::uint64_t w;
+      std::memcpy(&w, p + i, 8);
+      if ((w & 0x8080808080808080ull) == 0) {
+        i += 8;
+        continue;
+      }
+    }
+    const unsigned char b = p[i];
+    if (b < 0x80) {
+      ++i;
+      continue;
+    }
+    unsigned char lo, hi;
+    const int len = sequence_length(b, lo, hi);
+    if (len == 0 || n - i < static_cast<std::size_t>(len)) return false;
+    for (int k = 1; k < len; ++k) {
+      const unsigned char c = p[i + k];
+      if (c < (k == 1 ? lo : 0x80) || c > (k == 1 ? hi : 0xBF)) return false;
+    }
+    i += static_cast<std::size_t>(len);
+  }
+  return true;
 }
 
 }  // namespace kr

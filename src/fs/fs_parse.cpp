@@ -259,11 +259,31 @@ std::map<std::string, std::string> parse_find_snapshot(std::string_view out, boo
 
 }  // namespace kr::fs
 
+#include <cstdint>
 #include <cstring>
 
 #include "common/utf8.hpp"
 
 namespace kr::fs {
+
+namespace {
+// Any byte below 0x20? Eight bytes at a time over ASCII (base64 content).
+bool has_control_char(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  std::size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    // High bit clear in every byte and every byte >= 0x20: skip the word.
+    if ((w & 0x8080808080808080ull) == 0 && ((w - 0x2020202020202020ull) & 0x8080808080808080ull) == 0) continue;
+    for (std::size_t k = 0; k < 8; ++k)
+      if (p[i + k] < 0x20) return true;
+  }
+  for (; i < s.size(); ++i)
+    if (p[i] < 0x20) return true;
+  return false;
+}
+}  // namespace
 
 std::optional<std::string> take_plain_string_member(std::string_view body, std::string_view key,
                                                     std::string& rest) {
@@ -329,8 +349,7 @@ std::optional<std::string> take_plain_string_member(std::string_view body, std::
   }
   if (!found) return std::nullopt;
   std::string_view value = body.substr(best_begin, best_end - best_begin);
-  for (unsigned char ch : value)
-    if (ch < 0x20) return std::nullopt;  // invalid JSON: let the parser report it
+  if (has_control_char(value)) return std::nullopt;  // invalid JSON: let the parser report it
   if (!utf8_is_valid(value)) return std::nullopt;
   rest.clear();
   rest.reserve(body.size() - value.size());

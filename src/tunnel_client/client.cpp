@@ -23,6 +23,7 @@
 #include "tunnel/frame.hpp"
 #include "tunnel/ws_client_codec.hpp"
 #include "tunnel_client/log.hpp"
+#include "tunnel_client/out_buffer.hpp"
 
 namespace kr::tunnel_client {
 
@@ -105,61 +106,6 @@ bool resolve(const std::string& host, std::uint16_t port, sockaddr_storage* out,
   if (found) return true;
   return false;
 }
-
-// The WebSocket send buffer. Frames are built in place: a local read lands
-// right behind room for its frame head and is masked where it lies, so a
-// payload is not copied between the read and the send.
-class OutBuffer {
- public:
-  std::size_t size() const { return end_ - begin_; }
-  const char* data() const { return buf_.get() + begin_; }
-  void consume(std::size_t n) {
-    begin_ += n;
-    if (begin_ == end_) begin_ = end_ = 0;
-  }
-  // At least `n` writable bytes at the end.
-  char* prepare(std::size_t n) {
-    if (cap_ - end_ < n && begin_ > 0) {
-      std::memmove(buf_.get(), buf_.get() + begin_, size());
-      end_ -= begin_;
-      begin_ = 0;
-    }
-    if (cap_ - end_ < n) {
-      std::size_t cap = std::max(cap_ * 2, end_ + n);
-      std::unique_ptr<char[]> grown(new char[cap]);
-      if (end_ > 0) std::memcpy(grown.get(), buf_.get(), end_);
-      buf_ = std::move(grown);
-      cap_ = cap;
-    }
-    return buf_.get() + end_;
-  }
-  // Appends the `len` bytes found at prepare()'s pointer + `skip`.
-  void commit(std::size_t skip, std::size_t len) {
-    if (skip > 0) {
-      if (size() == 0) {
-        begin_ = end_ = end_ + skip;
-      } else {
-        std::memmove(buf_.get() + end_, buf_.get() + end_ + skip, len);
-      }
-    }
-    end_ += len;
-  }
-  void append(std::string_view d) {
-    std::memcpy(prepare(d.size()), d.data(), d.size());
-    end_ += d.size();
-  }
-  // Gives memory back after a burst, once everything was sent.
-  void trim(std::size_t keep) {
-    if (size() == 0 && cap_ > keep) {
-      buf_.reset();
-      cap_ = begin_ = end_ = 0;
-    }
-  }
-
- private:
-  std::unique_ptr<char[]> buf_;
-  std::size_t cap_ = 0, begin_ = 0, end_ = 0;
-};
 
 struct Conn {
   std::uint32_t id = 0;

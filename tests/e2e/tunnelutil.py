@@ -51,14 +51,23 @@ def rss_kib(pid):
     return 0
 
 
-def wait_port_in_container(container, port, timeout=20, udp=False):
+def wait_port_in_container(container, port, timeout=60, udp=False):
     """Until something listens on (or, UDP, is bound to) port inside the container."""
     tables = "/proc/net/udp /proc/net/udp6" if udp else "/proc/net/tcp /proc/net/tcp6"
 
     def listening():
         r = docker("exec", container, "sh", "-c", f"grep -qi ':{port:04X} ' {tables}", check=False)
         return r.returncode == 0
-    wait_until(listening, timeout=timeout, what=f"port {port} listening in {container}")
+    try:
+        wait_until(listening, timeout=timeout, what=f"port {port} listening in {container}")
+    except AssertionError as e:
+        # Say what the container was doing (a slow start on a loaded machine
+        # and a crashed service look the same otherwise).
+        ps = docker("exec", container, "ps", "-eo", "pid,stat,time,args", check=False)
+        state = docker("inspect", "-f", "{{.State.Status}} exit={{.State.ExitCode}}", container, check=False)
+        tables_now = docker("exec", container, "cat", *tables.split(), check=False)
+        raise AssertionError(f"{e}\nstate: {state.stdout.strip()} {state.stderr.strip()}\n"
+                             f"ps:\n{ps.stdout}{ps.stderr}\nsockets:\n{tables_now.stdout}") from None
 
 
 def share_dir(runner):

@@ -127,3 +127,20 @@ TEST(FsParse, PlainStringMemberFastPath) {
   ASSERT_TRUE(v);
   EXPECT_EQ(*v, "b");
 }
+
+// A control character anywhere in a long value (word-at-a-time scan) sends
+// the body to the JSON parser; printable ASCII and UTF-8 do not.
+TEST(FsParse, PlainStringMemberRefusesControlCharactersAtAnyOffset) {
+  std::string rest;
+  const std::string base(100, 'A');
+  for (std::size_t pos = 0; pos < 20; ++pos) {
+    for (char ctl : {'\x01', '\x1f', '\n'}) {
+      std::string value = base;
+      value[pos] = ctl;
+      EXPECT_FALSE(take_plain_string_member(R"({"content":")" + value + R"("})", "content", rest)) << pos;
+    }
+  }
+  auto v = take_plain_string_member(R"({"content":")" + base + " ~\xC3\xA9\x7F" + R"("})", "content", rest);
+  ASSERT_TRUE(v);
+  EXPECT_EQ(*v, base + " ~\xC3\xA9\x7F");
+}
