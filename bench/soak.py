@@ -70,10 +70,20 @@ def main():
                 print(f"{s[0]:>7} {s[1]:>8.2f} {s[2]:>5} {s[3]:>8.0f} {rate:>8.1f}", flush=True)
         bad = [u for u in (r.json() for r in host.of_kind("update")) if u["status"] in ("failed", "stopped")]
         failed = len(bad)
+        # Why each one failed, grouped: a soak is only useful if failures are explained.
+        reasons = {}
+        for u in bad:
+            key = (u["status"], u.get("exit_code"), (u.get("message") or "")[:200])
+            reasons.setdefault(key, []).append(u["task_id"])
+        for (status, code, msg), ids in sorted(reasons.items(), key=lambda kv: -len(kv[1])):
+            print(f"{len(ids):>5} x {status} exit_code={code}: {msg}  (e.g. task {ids[0]})")
     finally:
         runner.stop()
         host.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if failed:
+            print(f"runner state and log kept in {tmp} (failed reports)")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     # Compare the end with the state after warm-up (the first 20% of samples
     # after the initial one: caches, pools and SQLite pages settle there).

@@ -104,8 +104,10 @@ class Runner:
         cfg = tmp / "runner_config.py"
         cfg.write_text(f'RUNNER_PORT = {self.port}\nHOST_PORT = {host.port}\nSHARED_DIR = "{self.share}"\n'
                        f'LOCAL_TEMP_DIR = "{self.local}"\nSTATE_DIR = "{tmp}/state"\nLOG_LEVEL = "warning"\n')
-        self.proc = subprocess.Popen([binary, "runner", "--config", str(cfg)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        # Warnings and errors only (LOG_LEVEL above): kept for explaining failed tasks.
+        self.log = open(tmp / "runner.log", "wb")
+        self.proc = subprocess.Popen([binary, "runner", "--config", str(cfg)], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
         host.wait_for("register", timeout=10)
         self.host = host
         self.seen = 0

@@ -22,6 +22,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstddef>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -62,24 +63,59 @@ struct BlockingBusy : std::runtime_error {
 // A kind of blocking work with its own bound on outstanding calls. Lanes are
 // long-lived (namespace-scope or static): a stuck thread refers to its lane
 // until it returns.
+//
+// A call that finds every slot held waits for one (up to its deadline):
+// a burst of healthy calls (50 tasks submitted at once, each creating its
+// log directories) must queue, not fail. Only when the slots stay held
+// until the deadline — the calls holding them are stuck — does it fail
+// with BlockingBusy. Waiting costs no thread.
 class BlockingLane {
  public:
   BlockingLane(std::string name, std::size_t max_outstanding) : name_(std::move(name)), max_(max_outstanding) {}
   const std::string& name() const { return name_; }
-  std::size_t outstanding() const { return outstanding_.load(); }
+  std::size_t outstanding() const {
+    std::lock_guard lk(mu_);
+    return outstanding_;
+  }
   // Takes a slot; false when all are held.
   bool try_acquire() {
-    auto cur = outstanding_.load();
-    while (cur < max_)
-      if (outstanding_.compare_exchange_weak(cur, cur + 1)) return true;
+    std::lock_guard lk(mu_);
+    if (outstanding_ >= max_) return false;
+    ++outstanding_;
+    return true;
+  }
+  // Takes a slot now (true), or queues `on_slot`, which later receives a
+  // slot: called on the releasing thread, it must take it over or release it.
+  bool acquire_or_wait(std::function<void()> on_slot) {
+    std::lock_guard lk(mu_);
+    if (outstanding_ < max_) {
+      ++outstanding_;
+      return true;
+    }
+    waiters_.push_back(std::move(on_slot));
     return false;
   }
-  void release() { --outstanding_; }
+  // Frees a slot, or hands it straight to the oldest waiter.
+  void release() {
+    std::function<void()> next;
+    {
+      std::lock_guard lk(mu_);
+      if (waiters_.empty()) {
+        --outstanding_;
+        return;
+      }
+      next = std::move(waiters_.front());
+      waiters_.pop_front();
+    }
+    next();
+  }
 
  private:
   std::string name_;
   std::size_t max_;
-  std::atomic<std::size_t> outstanding_{0};
+  mutable std::mutex mu_;
+  std::size_t outstanding_ = 0;
+  std::deque<std::function<void()>> waiters_;
 };
 
 // The lane of run_blocking() without a lane: general short work.
@@ -119,6 +155,7 @@ struct BlockingCall {
   std::mutex mu;  // guards work/abandoned (worker vs caller thread)
   std::optional<Work> work;
   bool abandoned = false;
+  bool waiting_for_slot = false;  // caller's thread only
 
   // On the caller's thread.
   template <class... Args>
@@ -134,6 +171,14 @@ struct BlockingCall {
     auto h = std::move(*handler);
     handler.reset();
     std::move(h)(std::forward<Args>(args)...);
+  }
+
+  // On a worker thread: the caller's executor while the caller still waits
+  // (the work guard stays with the call), else nullopt.
+  std::optional<Work> take_work_keep() {
+    std::lock_guard lk(mu);
+    if (abandoned || !work) return std::nullopt;
+    return work;
   }
 
   // On the worker thread: the executor to deliver the result to, or
@@ -170,11 +215,69 @@ boost::asio::awaitable<R> run_blocking_for(BlockingLane& lane, std::chrono::mill
           else
             c->complete(err, R{});
         };
-        if (!lane->try_acquire()) {
-          auto err = std::make_exception_ptr(
-              BlockingBusy(lane->name() + ": earlier calls have not returned (storage hung?)"));
-          asio::post(work, [call, err, fail] { fail(call, err); });
-          return;
+        // Runs fn on the pool; the caller holds one of the lane's slots.
+        auto start = [call, lane, fn = std::move(fn)]() mutable {
+          // The worker holds the only strong reference besides completions
+          // in flight; the timer and cancel callbacks hold weak ones.
+          submit_blocking([call, lane, fn = std::move(fn)]() mutable {
+            std::exception_ptr error;
+            if constexpr (std::is_void_v<R>) {
+              try {
+                fn();
+              } catch (...) {
+                error = std::current_exception();
+              }
+              lane->release();
+              auto w = call->take_work();
+              if (!w) return;
+              asio::post(*w, [call = std::move(call), error] { call->complete(error); });
+            } else {
+              std::optional<R> result;
+              try {
+                result.emplace(fn());
+              } catch (...) {
+                error = std::current_exception();
+              }
+              lane->release();
+              auto w = call->take_work();
+              if (!w) return;
+              asio::post(*w, [call = std::move(call), error, result = std::move(result)]() mutable {
+                call->complete(error, result ? std::move(*result) : R{});
+              });
+            }
+          });
+        };
+        bool have_slot = false;
+        if (deadline.count() == 0) {
+          // No deadline to wait within: a full lane fails at once.
+          if (!lane->try_acquire()) {
+            auto err = std::make_exception_ptr(
+                BlockingBusy(lane->name() + ": earlier calls have not returned (storage hung?)"));
+            asio::post(work, [call, err, fail] { fail(call, err); });
+            return;
+          }
+          have_slot = true;
+        } else {
+          call->waiting_for_slot = true;
+          // Called on a releasing worker thread with a slot for this call.
+          auto on_slot = [weak = std::weak_ptr<Call>(call), lane, start]() mutable {
+            auto c = weak.lock();
+            auto w = c ? c->take_work_keep() : std::nullopt;
+            if (!w) {  // answered meanwhile (deadline, cancel): pass the slot on
+              lane->release();
+              return;
+            }
+            asio::post(*w, [c, lane, start = std::move(start)]() mutable {
+              if (!c->handler) {  // the deadline fired after the hand-over
+                lane->release();
+                return;
+              }
+              c->waiting_for_slot = false;
+              start();
+            });
+          };
+          have_slot = lane->acquire_or_wait(on_slot);
+          if (have_slot) call->waiting_for_slot = false;
         }
         if (deadline.count() > 0) {
           // Owned by its own wait handler (on the caller's thread), so it is
@@ -185,8 +288,13 @@ boost::asio::awaitable<R> run_blocking_for(BlockingLane& lane, std::chrono::mill
                              fail](const boost::system::error_code& ec) {
             auto c = weak.lock();
             if (ec || !c) return;
-            fail(c, std::make_exception_ptr(BlockingTimeout(
-                        name + ": no answer within " + std::to_string(deadline.count()) + " ms (storage hung?)")));
+            if (c->waiting_for_slot)
+              fail(c, std::make_exception_ptr(BlockingBusy(
+                          name + ": earlier calls have not returned within " + std::to_string(deadline.count()) +
+                          " ms (storage hung?)")));
+            else
+              fail(c, std::make_exception_ptr(BlockingTimeout(
+                          name + ": no answer within " + std::to_string(deadline.count()) + " ms (storage hung?)")));
           });
         }
         if (cancel) {
@@ -199,35 +307,7 @@ boost::asio::awaitable<R> run_blocking_for(BlockingLane& lane, std::chrono::mill
           else
             call->cancel_sub = cancel->subscribe(on_cancel);
         }
-        // The worker holds the only strong reference besides completions
-        // in flight; the timer and cancel callbacks hold weak ones.
-        submit_blocking([call, lane, fn = std::move(fn)]() mutable {
-          std::exception_ptr error;
-          if constexpr (std::is_void_v<R>) {
-            try {
-              fn();
-            } catch (...) {
-              error = std::current_exception();
-            }
-            lane->release();
-            auto w = call->take_work();
-            if (!w) return;
-            asio::post(*w, [call = std::move(call), error] { call->complete(error); });
-          } else {
-            std::optional<R> result;
-            try {
-              result.emplace(fn());
-            } catch (...) {
-              error = std::current_exception();
-            }
-            lane->release();
-            auto w = call->take_work();
-            if (!w) return;
-            asio::post(*w, [call = std::move(call), error, result = std::move(result)]() mutable {
-              call->complete(error, result ? std::move(*result) : R{});
-            });
-          }
-        });
+        if (have_slot) start();
       },
       asio::use_awaitable, &lane, deadline, std::move(f), std::move(cancel));
 }

@@ -166,3 +166,31 @@ def binary():
     if not BINARY.exists():
         pytest.fail(f"runner binary {BINARY} not built (run scripts/build.sh)")
     return BINARY
+
+
+# One hung test must not hang the whole suite (CI gives it 90 minutes): after
+# KR_TEST_TIMEOUT seconds (default 600) the test fails with the stacks of all
+# threads printed, instead of waiting forever on a socket.
+TEST_TIMEOUT = int(os.environ.get("KR_TEST_TIMEOUT", "600"))
+
+
+class SuiteTimeout(Exception):
+    pass
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    import faulthandler
+
+    def expired(signum, frame):
+        raise SuiteTimeout(f"{item.nodeid} ran longer than {TEST_TIMEOUT} s (KR_TEST_TIMEOUT)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    faulthandler.dump_traceback_later(TEST_TIMEOUT - 1, exit=False)
+    signal.alarm(TEST_TIMEOUT)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        faulthandler.cancel_dump_traceback_later()
+        signal.signal(signal.SIGALRM, previous)

@@ -243,7 +243,8 @@ def test_hung_local_temp_dir_fails_the_request_not_the_runner(host, make_runner)
         for st, reply, took in results.values():
             assert st == 500 and "LOCAL_TEMP_DIR" in reply["detail"], reply
             assert took < 9, took  # the host gives /api/execute 30 s; our check gives up after 5
-        # Two checks are stuck in the kernel; the third was refused at once.
+        # Two checks are stuck in the kernel; the third waited for a slot
+        # until its deadline and was refused.
         assert any("storage hung" in r[1]["detail"] for r in results.values())
         assert fuse.held_requests() >= 1
     finally:

@@ -81,7 +81,7 @@ TEST(BlockingLanes, AHungCallDoesNotBlockOtherWork) {
     other = co_await kr::run_blocking(quick);  // unrelated: not held up
     auto again = [] { return 1; };
     try {
-      co_await kr::run_blocking_for(hung_lane, 10s, again);  // same lane, all stuck
+      co_await kr::run_blocking_for(hung_lane, 200ms, again);  // same lane, all stuck: waits, then gives up
     } catch (const kr::BlockingBusy& e) {
       busy = e.what();
     }
@@ -90,6 +90,58 @@ TEST(BlockingLanes, AHungCallDoesNotBlockOtherWork) {
   io.run();
   EXPECT_EQ(other, 7);
   EXPECT_NE(busy.find("hung shared storage"), std::string::npos) << busy;
+}
+
+TEST(BlockingLanes, ABurstLargerThanTheLaneQueuesInsteadOfFailing) {
+  // 50 tasks submitted at once each create their log directories: healthy
+  // calls beyond the lane's slots wait for one (the soak run found them
+  // failing with "storage hung?").
+  asio::io_context io;
+  static kr::BlockingLane lane("burst lane", 2);
+  int done = 0, failed = 0;
+  for (int i = 0; i < 20; ++i)
+    asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+      auto slow = [] {
+        std::this_thread::sleep_for(5ms);
+        return 1;
+      };
+      try {
+        done += co_await kr::run_blocking_for(lane, 10s, slow);
+      } catch (const std::exception&) {
+        ++failed;
+      }
+    }, asio::detached);
+  io.run();
+  EXPECT_EQ(done, 20);
+  EXPECT_EQ(failed, 0);
+  EXPECT_EQ(lane.outstanding(), 0u);
+}
+
+TEST(BlockingLanes, AWaiterWhoseDeadlinePassedPassesItsSlotOn) {
+  asio::io_context io;
+  static kr::BlockingLane lane("handover lane", 1);
+  auto hang = std::make_shared<Hang>();
+  std::string busy;
+  int later = 0;
+  asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+    auto stuck = [hang] { hang->wait(); };
+    co_await kr::run_blocking_for(lane, 10s, stuck);
+  }, asio::detached);
+  asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+    auto never_runs = [] { return 1; };
+    try {
+      co_await kr::run_blocking_for(lane, 50ms, never_runs);  // waits, gives up
+    } catch (const kr::BlockingBusy& e) {
+      busy = e.what();
+    }
+    hang->release();  // the slot goes to the abandoned waiter, which passes it on
+    auto quick = [] { return 3; };
+    later = co_await kr::run_blocking_for(lane, 10s, quick);
+  }, asio::detached);
+  io.run();
+  EXPECT_NE(busy.find("handover lane"), std::string::npos) << busy;
+  EXPECT_EQ(later, 3);
+  EXPECT_EQ(lane.outstanding(), 0u);
 }
 
 TEST(AsyncMutexCancel, AKilledWaiterStopsWaitingAndTheLockStillPasses) {
