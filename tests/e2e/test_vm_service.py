@@ -141,9 +141,9 @@ def _need_vm_tools():
         pytest.fail("the VM lifecycle test needs root (network namespaces, TAP devices)")
     for tool in ("qemu-system-x86_64", "qemu-img", "ip", "iptables"):
         if not shutil.which(tool):
-            pytest.fail(f"{tool} is required (scripts/install-deps.sh --vm installs the VM tools)")
+            pytest.fail(f"{tool} is required (scripts/install-deps.sh --test installs the VM tools)")
     if not (shutil.which("genisoimage") or shutil.which("mkisofs")):
-        pytest.fail("genisoimage is required (scripts/install-deps.sh --vm)")
+        pytest.fail("genisoimage is required (scripts/install-deps.sh --test)")
 
 
 def test_vm_lifecycle_in_netns(host_any, make_runner, tmp_path):
