@@ -273,11 +273,14 @@ CheckResult check_gpus() {
   return ok("gpu", "NVML: " + std::to_string(count) + " GPU(s)");
 }
 
-std::vector<CheckResult> check_vm() {
+std::vector<CheckResult> check_vm(const config::RunnerConfig& cfg) {
   std::vector<CheckResult> out;
-  const monitor::VmCapability cap = monitor::check_vm_capability();
+  const monitor::VmCapability cap =
+      monitor::check_vm_capability(monitor::vm_capability_options(cfg.vm_qemu_accel, cfg.vm_firmware));
   if (cap.vm_capable) {
-    out.push_back(ok("vm", "KVM and QEMU available: this node can run VMs"));
+    out.push_back(ok("vm", cfg.vm_qemu_accel == "tcg"
+                               ? "QEMU available: this node can run VMs under software emulation (VM_QEMU_ACCEL=tcg)"
+                               : "KVM and QEMU available: this node can run VMs"));
   } else {
     std::string why;
     for (const auto& e : cap.errors) why += (why.empty() ? "" : "; ") + e;
@@ -344,7 +347,7 @@ int run_doctor(const RunnerOptions& options, std::ostream& out, std::ostream& er
   }
   emit(check_port(cfg));
   emit(check_gpus());
-  for (auto& r : check_vm()) emit(std::move(r));
+  for (auto& r : check_vm(cfg)) emit(std::move(r));
   for (auto& r : check_policy(cfg)) emit(std::move(r));
 
   int failed = 0;

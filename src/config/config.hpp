@@ -97,6 +97,7 @@ struct RunnerConfig {
     int vm_cloud_init_timeout_seconds = 300;         // watchdog, VM without GPU
     int vm_cloud_init_gpu_timeout_seconds = 900;     // watchdog, GPU VM (driver build)
     std::string vm_nvidia_driver_url = "https://us.download.nvidia.com/XFree86/Linux-x86_64";
+    int vm_powerdown_timeout_seconds = 30;  // ACPI powerdown wait before SIGKILL (stop; restart: at most 20)
 
     // VXLAN overlay
     bool overlay_enabled = false;

@@ -79,6 +79,7 @@ const std::vector<KeySpec>& key_table() {
         {"VM_CLOUD_INIT_TIMEOUT_SECONDS", &C::vm_cloud_init_timeout_seconds, 1},
         {"VM_CLOUD_INIT_GPU_TIMEOUT_SECONDS", &C::vm_cloud_init_gpu_timeout_seconds, 1},
         {"VM_NVIDIA_DRIVER_URL", &C::vm_nvidia_driver_url},
+        {"VM_POWERDOWN_TIMEOUT_SECONDS", &C::vm_powerdown_timeout_seconds, 1, 3600},
         {"OVERLAY_ENABLED", &C::overlay_enabled},
         {"OVERLAY_SUBNET", &C::overlay_subnet},
         {"OVERLAY_NETWORK_NAME", &C::overlay_network_name},

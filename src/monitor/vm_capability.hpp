@@ -2,11 +2,12 @@
 // §1.3.4, decision V1).
 //
 // vm_capable = KVM answers (/dev/kvm opens read-write, KVM_GET_API_VERSION is
-// 12 and KVM_CREATE_VM succeeds) AND /proc/cpuinfo mentions vmx or svm —
-// both skipped when the operator chose TCG — AND qemu-system-x86_64,
+// 12 and KVM_CREATE_VM succeeds; skipped when the operator chose TCG) AND
+// qemu-system-x86_64,
 // qemu-img and genisoimage|mkisofs are on PATH AND the firmware exists (one
 // of upstream's OVMF code files; none for SeaBIOS; the configured file).
-// IOMMU/VFIO problems are warnings only.
+// IOMMU/VFIO problems, and vmx/svm missing from /proc/cpuinfo (upstream's
+// check, which nested/PVM hosts fail although KVM works), are warnings only.
 //
 // vfio_gpus: only when IOMMU groups exist and vfio, vfio_pci,
 // vfio_iommu_type1 are loaded or built in: NVIDIA (vendor 10de) display-class
@@ -64,6 +65,9 @@ struct VmCapabilityOptions {
 
 // open(O_RDWR) + KVM_GET_API_VERSION == 12 + KVM_CREATE_VM (VM fd closed).
 bool probe_kvm(const std::filesystem::path& dev_kvm, std::string& error);
+
+// The options the runner's settings ask for (VM_QEMU_ACCEL, VM_FIRMWARE).
+VmCapabilityOptions vm_capability_options(const std::string& accel, const std::string& firmware);
 
 // Full check, uncached. Blocking (KVM ioctls, maybe lspci): call it off the
 // I/O thread.

@@ -354,6 +354,88 @@ std::vector<std::string> Netlink::remove_all(const std::vector<Ipv4Net>& cidrs) 
   return removed;
 }
 
+std::vector<std::string> Netlink::ensure_bridge(const std::string& name, const IfAddr& address) {
+  std::vector<std::string> changes;
+  LinkPtr bridge = get_link(sk_, name);
+  if (bridge) {
+    const char* type = rtnl_link_get_type(bridge.get());
+    if (!type || std::string(type) != "bridge")
+      throw NetlinkError("link " + name + " exists but is a '" + std::string(type ? type : "?") +
+                         "' device, not a bridge (rename it or set VM_BRIDGE_NAME)");
+  } else {
+    LinkPtr link(rtnl_link_alloc());
+    rtnl_link_set_name(link.get(), name.c_str());
+    int err = rtnl_link_set_type(link.get(), "bridge");
+    if (err < 0) fail("cannot prepare bridge " + name, err);
+    err = rtnl_link_add(sk_, link.get(), NLM_F_CREATE | NLM_F_EXCL);
+    if (err == -NLE_OPNOTSUPP) throw NetlinkError("cannot create bridge " + name + ": no bridge support in this kernel");
+    if (err < 0 && err != -NLE_EXIST) fail("cannot create bridge " + name, err);
+    changes.push_back(name + ": created");
+    bridge = get_link(sk_, name);
+    if (!bridge) throw NetlinkError("bridge " + name + " vanished right after creation");
+  }
+  if (!(rtnl_link_get_flags(bridge.get()) & IFF_UP)) {
+    LinkPtr want(rtnl_link_alloc());
+    rtnl_link_set_flags(want.get(), IFF_UP);
+    int err = rtnl_link_change(sk_, bridge.get(), want.get(), 0);
+    if (err < 0) fail("cannot set " + name + " up", err);
+    changes.push_back(name + ": set up");
+  }
+  const int index = rtnl_link_get_ifindex(bridge.get());
+  std::vector<CachePtr> keep;
+  auto have = bridge_addresses(sk_, index, keep, nullptr);
+  bool present = false;
+  for (const auto& a : have) present |= a == address;
+  if (!present) {
+    std::unique_ptr<rtnl_addr, RtAddrFree> addr(rtnl_addr_alloc());
+    rtnl_addr_set_ifindex(addr.get(), index);
+    rtnl_addr_set_family(addr.get(), AF_INET);
+    auto local = make_addr(address.addr, address.prefix);
+    rtnl_addr_set_local(addr.get(), local.get());
+    rtnl_addr_set_prefixlen(addr.get(), address.prefix);
+    int err = rtnl_addr_add(sk_, addr.get(), 0);
+    if (err < 0 && err != -NLE_EXIST) fail("cannot add " + address.str() + " to " + name, err);
+    changes.push_back(name + ": address " + address.str());
+  }
+  return changes;
+}
+
+void Netlink::attach_to_bridge(const std::string& name, const std::string& master, int mtu) {
+  LinkPtr link = get_link(sk_, name);
+  if (!link) throw NetlinkError("link " + name + " does not exist");
+  LinkPtr bridge = get_link(sk_, master);
+  if (!bridge) throw NetlinkError("bridge " + master + " does not exist");
+  LinkPtr want(rtnl_link_alloc());
+  rtnl_link_set_master(want.get(), rtnl_link_get_ifindex(bridge.get()));
+  if (mtu > 0) rtnl_link_set_mtu(want.get(), static_cast<unsigned>(mtu));
+  rtnl_link_set_flags(want.get(), IFF_UP);
+  int err = rtnl_link_change(sk_, link.get(), want.get(), 0);
+  if (err < 0) fail("cannot attach " + name + " to " + master, err);
+}
+
+bool Netlink::delete_link_named(const std::string& name) {
+  LinkPtr link = get_link(sk_, name);
+  if (!link) return false;
+  delete_link(sk_, link.get(), name);
+  return true;
+}
+
+std::string Netlink::master_of(const std::string& name) {
+  LinkPtr link = get_link(sk_, name);
+  if (!link) return "";
+  const int master = rtnl_link_get_master(link.get());
+  if (master <= 0) return "";
+  char buf[IF_NAMESIZE + 1] = {};
+  return ::if_indextoname(static_cast<unsigned>(master), buf) ? std::string(buf) : std::string();
+}
+
+std::vector<IfAddr> Netlink::addresses_of(const std::string& name) {
+  LinkPtr link = get_link(sk_, name);
+  if (!link) return {};
+  std::vector<CachePtr> keep;
+  return bridge_addresses(sk_, rtnl_link_get_ifindex(link.get()), keep, nullptr);
+}
+
 bool ensure_ip_forward() {
   const char* path = "/proc/sys/net/ipv4/ip_forward";
   std::string value;

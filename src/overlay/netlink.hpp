@@ -38,6 +38,20 @@ class Netlink {
 
   bool link_exists(const std::string& name);
 
+  // ---- the VM NAT bridge and per-VM TAPs (vm.md §13) ----
+  // A bridge `name` that is up and carries `address` (added only when
+  // absent; other addresses stay, as upstream). Returns the changes made.
+  std::vector<std::string> ensure_bridge(const std::string& name, const IfAddr& address);
+  // Attaches an existing link to `master`, sets it up and, when `mtu` > 0,
+  // its MTU. Throws NetlinkError when either link is missing.
+  void attach_to_bridge(const std::string& name, const std::string& master, int mtu = 0);
+  // Deletes link `name`; false when there was none.
+  bool delete_link_named(const std::string& name);
+  // The link's master's name, "" when none or when the link is missing.
+  std::string master_of(const std::string& name);
+  // The IPv4 addresses on link `name` (empty when missing).
+  std::vector<IfAddr> addresses_of(const std::string& name);
+
  private:
   nl_sock* sk_ = nullptr;
 };

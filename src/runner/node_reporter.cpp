@@ -25,9 +25,7 @@ NodeReporterImpl::~NodeReporterImpl() {
 
 void NodeReporterImpl::start() {
   gpus_ = monitor::GpuSampler::create_default();
-  monitor::VmCapabilityOptions vm_options;
-  vm_options.tcg = cfg_.vm_qemu_accel == "tcg";
-  vm_options.firmware = cfg_.vm_firmware;
+  const monitor::VmCapabilityOptions vm_options = monitor::vm_capability_options(cfg_.vm_qemu_accel, cfg_.vm_firmware);
   vm_cap_future_ = std::async(std::launch::async, [vm_options] { return &monitor::vm_capability(vm_options); });
 }
 

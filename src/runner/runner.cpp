@@ -32,6 +32,7 @@
 #include "tunnel/gateway_listener.hpp"
 #include "tunnel/tunnel_hub.hpp"
 #include "terminal/terminal_service.hpp"
+#include "vm/vm_service.hpp"
 #include "vps/vps_manager.hpp"
 
 namespace kr::runner {
@@ -156,6 +157,8 @@ int run_runner(cli::RunnerLaunch& launch) {
       tasks::TaskManagerDeps{cfg, docker, *state, outbox, link.hostname(), numa_cpus, find_tunnel_client(cfg), &overlay});
   vps::VpsManager vps_manager(io.get_executor(), vps::VpsManagerDeps{cfg, docker, *state, outbox, task_manager,
                                                                      link.hostname(), find_tunnel_client(cfg)});
+  vm::VmService vm_service(io.get_executor(), vm::VmServiceDeps{cfg, *state, outbox, {}});
+  vps_manager.set_vm_backend(&vm_service);  // vps_backend "qemu" and vm-<id> records
   running_tasks = [&] {
     auto ids = task_manager.running_task_ids();
     auto vps_ids = vps_manager.running_vps_ids();
@@ -171,6 +174,7 @@ int run_runner(cli::RunnerLaunch& launch) {
     co_return api::HttpResponse::json(200, body);
   });
   vps_manager.add_routes(router);  // first: it wraps /api/kill|pause|resume for VPS ids
+  vm_service.add_routes(router);
   metrics::declare_finished_statuses("task", {"completed", "failed", "killed", "killed_oom", "stopped"});
   metrics::declare_finished_statuses("vps", {"failed", "stopped"});
   router.add("GET", "/metrics", [&](api::HttpRequest&) -> asio::awaitable<api::HttpResponse> {
@@ -226,6 +230,7 @@ int run_runner(cli::RunnerLaunch& launch) {
     link.stop();
     task_manager.stop();
     vps_manager.stop();
+    vm_service.stop();
     overlay.stop();
     docker.cancel_all();
     reporter.stop();
@@ -254,6 +259,7 @@ int run_runner(cli::RunnerLaunch& launch) {
   outbox.start();
   task_manager.start();
   vps_manager.start();
+  vm_service.start();
   link.start();
   asio::co_spawn(io, follow_docker_networks(docker, access, cfg, access_stop), asio::detached);
   notify_systemd("READY=1");

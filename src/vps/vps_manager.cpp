@@ -378,6 +378,7 @@ asio::awaitable<HttpResponse> VpsManager::pause_vps(HttpRequest& req, bool pause
   auto id_opt = api::path_int(req.path_params.at("task_id"), "task_id", val);
   if (!id_opt) co_return HttpResponse::json(422, val.body());
   const std::string id_text = std::to_string(*id_opt);
+  if (vm_ && vm_->owns(*id_opt)) co_return co_await vm_->control(*id_opt, pause ? "pause" : "resume");  // V23
   auto it = vps_.find(*id_opt);
   if (it == vps_.end() || it->second->killed) co_return HttpResponse::detail(404, "VPS " + id_text + " not found.");
   bool ok = true;

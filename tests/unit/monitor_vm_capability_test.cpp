@@ -74,14 +74,42 @@ TEST(MonitorVmCapability, VfioTreeDiscoversGpusInAddressOrder) {
 TEST(MonitorVmCapability, RecordedH100Node) {
   TempTree tools = all_tools();
   VmCapability cap = check_vm_capability(options(fixture("h100-node"), tools));
-  // Firecracker guest: no vmx flag; no IOMMU groups -> vfio_gpus null.
+  // Firecracker guest: no vmx flag (V1: only a warning when KVM answers);
+  // no OVMF; no IOMMU groups -> vfio_gpus null.
   EXPECT_FALSE(cap.vm_capable);
-  ASSERT_EQ(cap.errors.size(), 2u);  // CPU flag + OVMF
-  EXPECT_NE(cap.errors[0].find("VMX/SVM"), std::string::npos);
-  EXPECT_NE(cap.errors[1].find("OVMF"), std::string::npos);
+  ASSERT_EQ(cap.errors.size(), 1u);
+  EXPECT_NE(cap.errors[0].find("OVMF"), std::string::npos);
   EXPECT_TRUE(cap.vfio_gpus.empty());
   EXPECT_TRUE(vfio_gpus_json(cap.vfio_gpus).is_null());
-  EXPECT_NE(cap.warnings.at(0).find("IOMMU"), std::string::npos);
+  ASSERT_GE(cap.warnings.size(), 2u);
+  EXPECT_NE(cap.warnings.at(0).find("VMX/SVM"), std::string::npos);
+  EXPECT_NE(cap.warnings.at(1).find("IOMMU"), std::string::npos);
+}
+
+TEST(MonitorVmCapability, KvmIoctlsDecideNotTheCpuFlag) {
+  // V1: a nested/PVM host without vmx/svm in /proc/cpuinfo whose KVM answers
+  // the ioctls is capable (the flag only warns); a failing probe is not,
+  // whatever the flags say.
+  TempTree tools = all_tools();
+  VmCapabilityOptions o = options(fixture("h100-node"), tools, /*kvm_ok=*/true);
+  o.firmware = "";
+  VmCapability cap = check_vm_capability(o);
+  EXPECT_TRUE(cap.vm_capable);
+  EXPECT_TRUE(cap.errors.empty());
+  o = options(fixture("monitor-vfio"), tools, /*kvm_ok=*/false);
+  cap = check_vm_capability(o);
+  EXPECT_FALSE(cap.vm_capable);
+  ASSERT_FALSE(cap.errors.empty());
+  EXPECT_NE(cap.errors[0].find("KVM"), std::string::npos) << cap.errors[0];
+}
+
+TEST(MonitorVmCapability, OptionsFromSettings) {
+  auto o = vm_capability_options("tcg", "");
+  EXPECT_TRUE(o.tcg);
+  EXPECT_EQ(o.firmware, "");
+  o = vm_capability_options("kvm", "auto");
+  EXPECT_FALSE(o.tcg);
+  EXPECT_EQ(o.firmware, "auto");
 }
 
 TEST(MonitorVmCapability, TcgNeedsNoKvmAndSeaBiosNoOvmf) {

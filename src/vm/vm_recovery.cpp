@@ -1,0 +1,170 @@
+// Startup recovery of VMs (vm.md §10; V11, V26): QEMU outlives the runner;
+// a restarted runner re-adopts every VM whose QEMU still runs (pid verified
+// by /proc/<pid>/cmdline) and reports the others stopped.
+#include <filesystem>
+#include <fstream>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/blocking.hpp"
+#include "common/datetime.hpp"
+#include "vm/process.hpp"
+#include "vm/vfio.hpp"
+#include "vm/vm_service.hpp"
+
+namespace kr::vm {
+
+namespace asio = boost::asio;
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+struct Found {
+  VmState state;
+  bool in_store = false;
+  std::optional<std::string> started_at;
+  std::optional<pid_t> pid;
+  std::vector<std::string> argv;
+};
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// Reads vm-state.json files of instance dirs not in `known`, and checks
+// every VM's QEMU. Blocking.
+std::vector<Found> survey(std::vector<Found> from_store, const fs::path& instances, const fs::path& run_dir) {
+  std::set<int64_t> known;
+  for (const auto& f : from_store) known.insert(f.state.task_id);
+  std::error_code ec;
+  for (fs::directory_iterator it(instances, ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::path file = it->path() / "vm-state.json";
+    std::ifstream in(file);
+    if (!in) continue;
+    try {
+      Found f;
+      f.state = vm_state_from_json(json::parse(in));
+      if (known.count(f.state.task_id) || it->path().filename() != std::to_string(f.state.task_id)) continue;
+      known.insert(f.state.task_id);
+      from_store.push_back(std::move(f));
+    } catch (const std::exception& e) {
+      spdlog::warn("VM recovery: ignoring {}: {}", file.string(), e.what());
+    }
+  }
+  for (auto& f : from_store) {
+    const VmPaths paths = vm_paths(instances, run_dir, f.state.task_id);
+    f.pid = verified_qemu_pid(paths);
+    if (f.pid) f.argv = load_saved_argv(paths).value_or(std::vector<std::string>{});
+  }
+  return from_store;
+}
+
+}  // namespace
+
+void VmService::start() { asio::co_spawn(ex_, recover(), asio::detached); }
+
+asio::awaitable<void> VmService::recover() {
+  std::vector<Found> found;
+  std::optional<std::string> error;
+  try {
+    for (const auto& rec : co_await deps_.store.load_tasks()) {
+      if (rec.kind != "vm") continue;
+      Found f;
+      f.in_store = true;
+      f.started_at = rec.started_at;
+      try {
+        f.state = vm_state_from_json(json::parse(rec.extra_json));
+      } catch (const std::exception&) {
+        f.state.task_id = rec.task_id;  // a create that never got as far as QEMU
+        f.state.container_name = rec.container_name;
+      }
+      f.state.task_id = rec.task_id;
+      found.push_back(std::move(f));
+    }
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (error) spdlog::error("VM recovery: cannot read the state store: {}", *error);
+  const fs::path instances = settings_.instances_dir, run_dir = settings_.run_dir;
+  auto look = [found, instances, run_dir] { return survey(found, instances, run_dir); };
+  found = co_await run_blocking(look);
+
+  for (auto& f : found) {
+    const int64_t id = f.state.task_id;
+    if (vms_.count(id)) continue;
+    if (f.pid && !f.state.vm_ip.empty()) {
+      auto vm = std::make_shared<Vm>();
+      vm->state = f.state;
+      vm->paths = vm_paths(instances, run_dir, id);
+      vm->pid = *f.pid;
+      vm->argv = f.argv;
+      vm->created_at = unix_now();
+      vm->started_at = f.started_at.value_or(naive_local_now());
+      vm->ssh_ready = true;
+      vm->launched = true;
+      vm->generation = 1;
+      vm->gpu = !f.state.gpu_pci_addresses.empty();
+      if (pool_) pool_->mark_used(f.state.vm_ip);
+      if (f.state.ssh_port) {
+        try {
+          vm->ssh_proxy = std::make_unique<SshProxy>(ex_, deps_.cfg.runner_bind_ip,
+                                                     static_cast<std::uint16_t>(*f.state.ssh_port), f.state.vm_ip);
+          vm->ssh_proxy->start();
+        } catch (const std::exception& e) {
+          spdlog::error("VM {}: {}", id, e.what());
+        }
+      }
+      vms_[id] = vm;
+      if (!f.in_store) {
+        store::TaskRecord rec;
+        rec.task_id = id;
+        rec.kind = "vm";
+        rec.container_name = vm_container_name(id);
+        rec.phase = "running";
+        rec.started_at = vm->started_at;
+        rec.extra_json = to_json(f.state).dump();
+        co_await deps_.store.insert_task(rec);
+      }
+      // The bridge and rules may be gone (host reboot keeps QEMU? no, but a
+      // network restart may): make sure they are there for the adopted VM.
+      std::string net_error = co_await ensure_network();
+      if (!net_error.empty()) spdlog::warn("VM recovery: VM network: {}", net_error);
+      spdlog::info("VM {} recovered: QEMU pid {}, {}", id, vm->pid, f.state.vm_ip);
+      co_await report(id, status_body(id, "running", std::nullopt, std::string("VM recovered after runner restart"),
+                                      vm->started_at, false),
+                      false);
+      continue;
+    }
+    // Dead: free what it held, report stopped (final), drop the state.
+    spdlog::info("VM {}: QEMU not running on runner start; cleaning up", id);
+    const VmState st = f.state;
+    const VmPaths paths = vm_paths(instances, run_dir, id);
+    auto cleanup = [st, paths] {
+      Vfio vfio;
+      for (const auto& addr : st.gpu_pci_addresses)
+        for (const auto& e : vfio.unbind_group(addr)) spdlog::warn("VM {}: unbind: {}", st.task_id, e);
+      if (!st.tap_device.empty()) delete_tap(st.tap_device);
+      std::error_code ec;
+      fs::remove(paths.qmp_socket, ec);
+      fs::remove(paths.pid_file, ec);
+      fs::remove(paths.state_json, ec);
+    };
+    co_await run_blocking(cleanup);
+    json r = status_body(id, "stopped", -1, std::string("VM not running on runner startup (runner or machine restarted)."),
+                         std::nullopt, true);
+    std::optional<store::FinishOutcome> outcome;
+    if (f.in_store) {
+      try {
+        outcome = co_await deps_.store.finish_task(id, r.dump());
+      } catch (const std::exception& e) {
+        spdlog::error("VM {}: cannot record its end: {}", id, e.what());
+      }
+    }
+    if (!outcome) co_await report(id, r, true);
+  }
+}
+
+}  // namespace kr::vm

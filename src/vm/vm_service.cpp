@@ -1,0 +1,543 @@
+// VM create / stop / restart / pause (vm.md §4, §11; V5, V6, V8, V9, V23).
+#include "vm/vm_service.hpp"
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/blocking.hpp"
+#include "common/datetime.hpp"
+#include "monitor/vm_capability.hpp"
+#include "vm/process.hpp"
+#include "vm/qmp_client.hpp"
+#include "vm/validation.hpp"
+#include "vm/vfio.hpp"
+
+namespace kr::vm {
+
+namespace asio = boost::asio;
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using api::HttpRequest;
+using api::HttpResponse;
+
+namespace {
+
+// Restart: the host's vm-restart call has a 15 s timeout and the restart
+// runs after the reply (V8); the powerdown wait is capped there.
+constexpr std::chrono::seconds kMaxRestartGrace{20};
+
+json message_body(const std::string& m) { return json{{"message", m}}; }
+json create_ok_body(const std::string& ip) {
+  return json{{"success", true}, {"vm_ip", ip}, {"ssh_ready", false}, {"network_mode", "standard"}};
+}
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string iso_of(double unix_seconds) {
+  return naive_local_iso(std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(unix_seconds))));
+}
+
+// $HOME/.kohakuriver/runner_ssh_key.pub when it exists (the key itself is
+// made by the SSH part, not yet written: vm-status.md).
+std::string runner_public_key() {
+  const char* home = std::getenv("HOME");
+  fs::path p = fs::path(home && *home ? home : "/root") / ".kohakuriver" / "runner_ssh_key.pub";
+  std::ifstream in(p);
+  std::string line;
+  if (in) std::getline(in, line);
+  return line;
+}
+
+void write_state_file(const fs::path& file, const VmState& state) {
+  const fs::path tmp = file.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << to_json(state).dump(2) << "\n";
+    if (!out) throw std::runtime_error("cannot write " + tmp.string());
+  }
+  fs::rename(tmp, file);
+}
+
+QemuSettings settings_from(const config::RunnerConfig& cfg, std::vector<std::string> prefix, std::string& error) {
+  QemuSettings s;
+  s.images_dir = cfg.vm_images_dir;
+  s.instances_dir = cfg.vm_instances_dir;
+  s.run_dir = cfg.vm_run_dir;
+  s.accel = parse_accel(cfg.vm_qemu_accel).value_or(Accel::Kvm);
+  s.cpu_model = resolve_cpu_model(s.accel, cfg.vm_qemu_cpu);
+  const char* path = std::getenv("PATH");
+  s.path_env = path ? path : "/usr/sbin:/usr/bin:/sbin:/bin";
+  s.launch_prefix = std::move(prefix);
+  try {
+    s.firmware = resolve_firmware(cfg.vm_firmware);
+  } catch (const std::exception& e) {
+    error = std::string("VM_FIRMWARE: ") + e.what();
+  }
+  return s;
+}
+
+}  // namespace
+
+VmService::VmService(asio::any_io_executor ex, VmServiceDeps deps)
+    : ex_(ex), deps_(std::move(deps)), stop_(ex) {
+  settings_ = settings_from(deps_.cfg, deps_.launch_prefix, settings_error_);
+  try {
+    pool_.emplace(deps_.cfg.vm_bridge_subnet, deps_.cfg.vm_bridge_gateway);
+  } catch (const std::exception& e) {
+    settings_error_ += (settings_error_.empty() ? "" : "; ") + std::string(e.what());
+  }
+}
+
+std::vector<int64_t> VmService::running_ids() const {
+  std::vector<int64_t> ids;
+  for (const auto& [id, vm] : vms_)
+    if (!vm->gone) ids.push_back(id);
+  return ids;
+}
+
+std::map<int64_t, json> VmService::last_agent_reports() const {
+  std::map<int64_t, json> out;
+  for (const auto& [id, vm] : vms_)
+    if (!vm->last_report.is_null()) out[id] = vm->last_report;
+  return out;
+}
+
+json VmService::status_body(int64_t id, const std::string& status, std::optional<int64_t> exit_code,
+                            std::optional<std::string> message, std::optional<std::string> started_at,
+                            bool completed) const {
+  auto opt = [](const auto& o) -> json { return o ? json(*o) : json(nullptr); };
+  return json{{"task_id", id},
+              {"status", status},
+              {"exit_code", opt(exit_code)},
+              {"message", opt(message)},
+              {"started_at", opt(started_at)},
+              {"completed_at", completed ? json(naive_local_now()) : json(nullptr)},
+              {"ssh_port", nullptr}};
+}
+
+asio::awaitable<void> VmService::report(int64_t id, json body, bool is_final) {
+  co_await deps_.outbox.push(id, body.dump(), is_final);
+}
+
+asio::awaitable<void> VmService::persist(VmPtr vm) {
+  store::TaskChanges ch;
+  ch.extra_json = to_json(vm->state).dump();
+  ch.started_at = vm->started_at;
+  co_await deps_.store.update_task(vm->state.task_id, "running", ch);
+  const fs::path file = vm->paths.state_json;
+  const VmState state = vm->state;
+  auto write = [file, state] { write_state_file(file, state); };
+  co_await run_blocking(write);
+}
+
+asio::awaitable<std::string> VmService::ensure_network() {
+  if (network_ready_) co_return std::string();
+  NatBridgeSettings s{deps_.cfg.vm_bridge_name, deps_.cfg.vm_bridge_subnet, deps_.cfg.vm_bridge_gateway};
+  auto setup = [s]() -> std::string {
+    try {
+      for (const auto& c : ensure_nat_network(s)) spdlog::info("VM network: {}", c);
+      return "";
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+  };
+  std::string error = co_await run_blocking(setup);
+  if (error.empty()) network_ready_ = true;
+  co_return error;
+}
+
+void VmService::release_network(const VmState& state) {
+  if (pool_ && !state.vm_ip.empty()) pool_->release(state.vm_ip);
+}
+
+bool VmService::from_vm(const VmPtr& vm, const HttpRequest& req) const {
+  if (req.remote_ip == vm->state.vm_ip) return true;
+  spdlog::warn("VM {}: agent call from {} refused (the VM's address is {})", vm->state.task_id, req.remote_ip,
+               vm->state.vm_ip);
+  return false;
+}
+
+void VmService::mark_running(VmPtr vm) {
+  const int64_t id = vm->state.task_id;
+  json body = status_body(id, "running", std::nullopt, std::string(), vm->started_at, false);
+  asio::co_spawn(ex_, report(id, std::move(body), false), asio::detached);
+}
+
+// ---- create (§4) -------------------------------------------------------------
+
+asio::awaitable<HttpResponse> VmService::fail_create(VmPtr vm, std::string message, int http_status) {
+  const int64_t id = vm->state.task_id;
+  spdlog::warn("VM {}: {}", id, message);
+  json r = status_body(id, "failed", std::nullopt, message, std::nullopt, true);
+  bool durable = false;
+  try {
+    durable = co_await deps_.store.finish_task(id, r.dump()) == store::FinishOutcome::Reported;
+  } catch (const std::exception& e) {
+    spdlog::error("Cannot record the failure of VM {}: {}", id, e.what());
+  }
+  if (!durable) co_await report(id, r, true);
+  vm->gone = true;
+  vms_.erase(id);
+  co_return HttpResponse::detail(http_status, message);
+}
+
+asio::awaitable<HttpResponse> VmService::create(vps::VpsRequest rq, std::string body) {
+  const int64_t id = rq.task_id;
+  auto vm = std::make_shared<Vm>();
+  vm->state.task_id = id;
+  vm->state.container_name = vm_container_name(id);
+  vm->busy = true;
+  vms_[id] = vm;  // listed in heartbeats from acceptance, like a Docker VPS
+  {
+    store::TaskRecord rec;
+    rec.task_id = id;
+    rec.kind = "vm";
+    rec.container_name = vm->state.container_name;
+    rec.phase = "provisioning";
+    rec.request_json = body;
+    bool inserted = co_await deps_.store.insert_task(rec);
+    if (!inserted) {
+      vms_.erase(id);
+      co_return HttpResponse::detail(409, "VPS " + std::to_string(id) + " is already running on this node.");
+    }
+  }
+  co_await report(id, status_body(id, "pending", std::nullopt, std::nullopt, std::nullopt, false), false);
+
+  // Request values (V12, V13) before anything is touched: a 400.
+  const std::string image = rq.vm_image.value_or("ubuntu-24.04");
+  if (auto why = image_name_error(image)) co_return co_await fail_create(vm, "VM VPS creation failed: " + *why, 400);
+  std::optional<std::uint64_t> disk_bytes;
+  {
+    const std::string size = rq.vm_disk_size.value_or(deps_.cfg.vm_default_disk_size);
+    std::string why;
+    if (!size.empty()) {
+      disk_bytes = parse_disk_size(size, why);
+      if (!disk_bytes) co_return co_await fail_create(vm, "VM VPS creation failed: " + why, 400);
+    }
+  }
+  const int64_t memory_mb = rq.memory_mb.value_or(deps_.cfg.vm_default_memory_mb);
+  if (memory_mb < 64 || memory_mb > (int64_t{1} << 24))
+    co_return co_await fail_create(vm, "VM VPS creation failed: memory_mb must be between 64 and 16777216", 400);
+  if (rq.required_cores < 1 || rq.required_cores > 1024)
+    co_return co_await fail_create(vm, "VM VPS creation failed: required_cores must be between 1 and 1024", 400);
+  if (!settings_error_.empty())
+    co_return co_await fail_create(vm, "VM VPS creation failed: " + settings_error_, 500);
+
+  // Capability (cached; the first call may run the KVM probe).
+  const auto cap_options = monitor::vm_capability_options(deps_.cfg.vm_qemu_accel, deps_.cfg.vm_firmware);
+  auto probe = [cap_options] { return &monitor::vm_capability(cap_options); };
+  const monitor::VmCapability* cap = co_await run_blocking(probe);
+  if (!cap->vm_capable) {
+    std::string why;
+    for (const auto& e : cap->errors) why += (why.empty() ? "" : "; ") + e;
+    co_return co_await fail_create(vm, "Node is not VM-capable: " + why, 500);
+  }
+
+  // GPUs: unknown ids fail the create (V22).
+  std::vector<std::string> pci;
+  std::vector<int> gpu_ids;
+  for (auto g : rq.required_gpus) gpu_ids.push_back(static_cast<int>(g));
+  std::string gpu_error;
+  try {
+    pci = passthrough_addresses(gpu_ids, cap->vfio_gpus);
+  } catch (const std::exception& e) {
+    gpu_error = e.what();
+  }
+  if (!gpu_error.empty()) co_return co_await fail_create(vm, "VM VPS creation failed: " + gpu_error, 500);
+  vm->gpu = !pci.empty();
+
+  // Network (§13, NAT mode).
+  std::string net_error = co_await ensure_network();
+  if (!net_error.empty()) co_return co_await fail_create(vm, "VM VPS creation failed: VM network: " + net_error, 500);
+  auto ip = pool_->allocate();
+  if (!ip) co_return co_await fail_create(vm, "VM VPS creation failed: no free VM address in " + deps_.cfg.vm_bridge_subnet, 500);
+  VmState& st = vm->state;
+  st.allocated_cores = static_cast<int>(rq.required_cores);
+  st.allocated_gpus = gpu_ids;
+  st.vm_ip = *ip;
+  st.tap_device = tap_name(id);
+  st.mac_address = mac_address(id);
+  st.gpu_pci_addresses = pci;
+  st.network_mode = "standard";
+  st.bridge_name = deps_.cfg.vm_bridge_name;
+  st.gateway = deps_.cfg.vm_bridge_gateway;
+  st.prefix_len = pool_->prefix_len();
+  if (rq.ssh_port > 0) st.ssh_port = static_cast<int>(rq.ssh_port);
+  vm->paths = vm_paths(settings_.instances_dir, settings_.run_dir, id);
+
+  LaunchRequest launch;
+  launch.task_id = id;
+  launch.vcpus = static_cast<int>(rq.required_cores);
+  launch.memory_mb = static_cast<int>(memory_mb);
+  launch.image = image;
+  launch.disk_bytes = disk_bytes;
+  launch.vfio_pci = pci;
+  launch.tap = st.tap_device;
+  launch.mac = st.mac_address;
+  launch.shared_data_dir = fs::path(deps_.cfg.shared_dir) / "shared_data";
+  launch.local_dir = fs::path(deps_.cfg.local_temp_dir) / std::to_string(id);
+  SeedSpec& seed = launch.seed;
+  seed.task_id = id;
+  seed.user_ssh_key = rq.ssh_public_key.value_or("");
+  seed.runner_url = "http://" + st.gateway + ":" + std::to_string(deps_.cfg.runner_port);
+  seed.gpu = vm->gpu;
+  seed.nvidia_driver_base_url = deps_.cfg.vm_nvidia_driver_url;
+  seed.network.vm_ip = st.vm_ip;
+  seed.network.prefix_len = st.prefix_len;
+  seed.network.gateway = st.gateway;
+  seed.network.dns = deps_.cfg.vm_dns_servers;
+  seed.network.mac = st.mac_address;
+
+  // V25: the SSH port is bound before QEMU starts; a taken port fails the
+  // create (upstream only logged it).
+  if (st.ssh_port) {
+    std::optional<std::string> bind_error;
+    try {
+      vm->ssh_proxy = std::make_unique<SshProxy>(ex_, deps_.cfg.runner_bind_ip, static_cast<std::uint16_t>(*st.ssh_port),
+                                                 st.vm_ip);
+    } catch (const std::exception& e) {
+      bind_error = e.what();
+    }
+    if (bind_error) {
+      release_network(st);
+      co_return co_await fail_create(vm, "VM VPS creation failed: " + *bind_error, 500);
+    }
+  }
+
+  const QemuSettings settings = settings_;
+  const std::string bridge = st.bridge_name;
+  // Everything blocking in one go; on failure undo in reverse (V5).
+  auto work = [settings, launch, bridge]() mutable -> std::variant<LaunchedVm, std::string> {
+    std::vector<std::string> bound;
+    Vfio vfio;
+    bool tap_made = false;
+    try {
+      launch.seed.runner_public_key = runner_public_key();
+      if (!launch.vfio_pci.empty()) launch.seed.nvidia_driver_version = nvidia_driver_version_from_sysfs();
+      for (const auto& addr : launch.vfio_pci) {
+        if (std::find(bound.begin(), bound.end(), addr) != bound.end()) continue;
+        auto moved = vfio.bind_group(addr);
+        bound.insert(bound.end(), moved.begin(), moved.end());
+      }
+      // 9p share paths must exist or QEMU refuses to start.
+      fs::create_directories(launch.local_dir);
+      std::error_code ec;
+      if (!fs::is_directory(launch.shared_data_dir, ec)) fs::create_directories(launch.shared_data_dir, ec);
+      create_tap(launch.tap, bridge);
+      tap_made = true;
+      return create_and_launch(settings, launch);
+    } catch (const std::exception& e) {
+      std::string why = e.what();
+      if (tap_made) delete_tap(launch.tap);
+      for (auto it = bound.rbegin(); it != bound.rend(); ++it) {
+        try {
+          vfio.unbind_device(*it);
+        } catch (const std::exception& u) {
+          spdlog::warn("VM {}: roll-back unbind of {} failed: {}", launch.task_id, *it, u.what());
+        }
+      }
+      return why;
+    }
+  };
+  auto launched = co_await run_blocking(work);
+  if (auto* why = std::get_if<std::string>(&launched)) {
+    if (vm->ssh_proxy) vm->ssh_proxy->stop();
+    release_network(st);
+    co_return co_await fail_create(vm, "VM VPS creation failed: VM " + std::to_string(id) + " creation failed: " + *why, 500);
+  }
+  LaunchedVm& lv = std::get<LaunchedVm>(launched);
+  vm->pid = lv.pid;
+  vm->argv = lv.argv;
+  vm->created_at = unix_now();
+  vm->started_at = iso_of(vm->created_at);
+  vm->launched = true;
+  vm->generation = 1;
+  if (vm->ssh_proxy) vm->ssh_proxy->start();
+  spdlog::info("VM {} started: QEMU pid {}, {} on {}", id, vm->pid, st.vm_ip, st.tap_device);
+
+  std::optional<std::string> persist_error;
+  try {
+    co_await persist(vm);
+  } catch (const std::exception& e) {
+    persist_error = e.what();
+  }
+  if (persist_error) spdlog::error("VM {}: cannot save its state: {}", id, *persist_error);
+
+  const std::string provisioning = vm->gpu
+                                       ? "Provisioning VM \xe2\x80\x94 installing packages and NVIDIA drivers via cloud-init"
+                                       : "Provisioning VM \xe2\x80\x94 installing packages via cloud-init";
+  co_await report(id, status_body(id, "assigning", std::nullopt, provisioning, std::nullopt, false), false);
+  vm->busy = false;
+  const int timeout = vm->gpu ? deps_.cfg.vm_cloud_init_gpu_timeout_seconds : deps_.cfg.vm_cloud_init_timeout_seconds;
+  asio::co_spawn(ex_, watchdog(vm, vm->generation, timeout), asio::detached);
+  co_return HttpResponse::json(200, create_ok_body(st.vm_ip));
+}
+
+// V6: no agent contact in time -> stop the VM and report failed.
+asio::awaitable<void> VmService::watchdog(VmPtr vm, std::uint64_t generation, int seconds) {
+  if (seconds <= 0) co_return;
+  if (!co_await stop_.sleep_for(std::chrono::seconds(seconds))) co_return;
+  if (vm->gone || vm->generation != generation || vm->ssh_ready || vm->busy) co_return;
+  const int64_t id = vm->state.task_id;
+  spdlog::warn("VM {}: no agent contact {} s after start; stopping it", id, seconds);
+  vm->busy = true;
+  co_await teardown(vm, std::chrono::seconds(10));
+  const std::string msg = "Cloud-init timed out after " + std::to_string(seconds) + "s";
+  json r = status_body(id, "failed", std::nullopt, msg, std::nullopt, true);
+  bool durable = false;
+  try {
+    durable = co_await deps_.store.finish_task(id, r.dump()) == store::FinishOutcome::Reported;
+  } catch (const std::exception& e) {
+    spdlog::error("VM {}: cannot record the watchdog failure: {}", id, e.what());
+  }
+  if (!durable) co_await report(id, r, true);
+}
+
+// ---- stop / teardown (§11.2) -------------------------------------------------
+
+asio::awaitable<bool> VmService::teardown(VmPtr vm, std::chrono::milliseconds grace) {
+  const int64_t id = vm->state.task_id;
+  bool ended = true;
+  if (vm->pid > 0) ended = co_await shutdown_qemu(vm->paths, vm->pid, grace);
+  if (!ended) spdlog::error("VM {}: QEMU pid {} could not be ended", id, vm->pid);
+  if (vm->ssh_proxy) vm->ssh_proxy->stop();
+  vm->gone = true;
+  vms_.erase(id);
+  const VmState st = vm->state;
+  const VmPaths paths = vm->paths;
+  auto cleanup = [st, paths] {
+    Vfio vfio;
+    for (const auto& addr : st.gpu_pci_addresses)
+      for (const auto& e : vfio.unbind_group(addr)) spdlog::warn("VM {}: unbind: {}", st.task_id, e);
+    if (!st.tap_device.empty()) delete_tap(st.tap_device);
+    std::error_code ec;
+    fs::remove(paths.qmp_socket, ec);
+    fs::remove(paths.state_json, ec);
+  };
+  co_await run_blocking(cleanup);
+  release_network(st);
+  co_return ended;
+}
+
+asio::awaitable<HttpResponse> VmService::stop(int64_t id) {
+  const std::string id_text = std::to_string(id);
+  auto it = vms_.find(id);
+  // V9: a VM we do not (or no longer) track is stopped: 200.
+  if (it == vms_.end()) co_return HttpResponse::json(200, message_body("VPS " + id_text + " stopped."));
+  VmPtr vm = it->second;
+  if (vm->busy && !vm->launched)
+    co_return HttpResponse::detail(409, "VPS " + id_text + " is still being created.");
+  // A restart (or the watchdog) owns the QEMU process right now.
+  if (vm->busy) co_return HttpResponse::detail(409, "VM " + id_text + " is being restarted or stopped; try again.");
+  vm->busy = true;
+  ++vm->generation;  // no watchdog acts on it any more
+  const bool ended = co_await teardown(vm, std::chrono::seconds(deps_.cfg.vm_powerdown_timeout_seconds));
+  co_await deps_.store.delete_task(id);
+  if (!ended) co_return HttpResponse::detail(500, "Failed to stop VPS " + id_text + ".");
+  spdlog::info("VM {} stopped", id);
+  co_return HttpResponse::json(200, message_body("VPS " + id_text + " stopped."));
+}
+
+// /api/kill (D17: stops the VM), /api/pause, /api/resume and the
+// /api/vps/pause|resume routes (V23: QMP stop/cont).
+asio::awaitable<HttpResponse> VmService::control(int64_t id, std::string action) {
+  auto it = vms_.find(id);
+  const std::string id_text = std::to_string(id);
+  if (it == vms_.end()) co_return HttpResponse::detail(404, "VPS " + id_text + " not found.");
+  if (action == "kill") {
+    auto res = co_await stop(id);
+    if (res.status != 200) co_return res;
+    co_return HttpResponse::json(200, message_body("Task " + id_text + " killed."));
+  }
+  co_return co_await qmp_pause(it->second, action == "pause");
+}
+
+asio::awaitable<HttpResponse> VmService::qmp_pause(VmPtr vm, bool pause) {
+  const std::string id_text = std::to_string(vm->state.task_id);
+  if (vm->busy) co_return HttpResponse::detail(409, "VM " + id_text + " is busy (being created, restarted or stopped).");
+  std::optional<std::string> error;
+  try {
+    co_await qmp_execute(vm->paths.qmp_socket, pause ? "stop" : "cont", nullptr, std::chrono::seconds(5));
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (error) {
+    spdlog::warn("VM {}: QMP {} failed: {}", id_text, pause ? "stop" : "cont", *error);
+    co_return HttpResponse::detail(500, (pause ? "Failed to pause VPS " : "Failed to resume VPS ") + id_text + ".");
+  }
+  co_return HttpResponse::json(200, message_body("VPS " + id_text + (pause ? " paused." : " resumed.")));
+}
+
+// ---- restart (§11.3, V8) -----------------------------------------------------
+
+asio::awaitable<void> VmService::restart_in_background(VmPtr vm) {
+  const int64_t id = vm->state.task_id;
+  const pid_t old_pid = vm->pid;
+  const auto grace = std::min<std::chrono::seconds>(kMaxRestartGrace, std::chrono::seconds(deps_.cfg.vm_powerdown_timeout_seconds));
+  const bool ended = co_await shutdown_qemu(vm->paths, old_pid, grace);
+  std::string error;
+  if (!ended) error = "the old QEMU process could not be ended";
+  std::optional<LaunchedVm> launched;
+  if (error.empty()) {
+    const QemuSettings settings = settings_;
+    const std::vector<std::string> argv = vm->argv;
+    const std::vector<std::string> pci = vm->state.gpu_pci_addresses;
+    auto work = [settings, id, argv, pci]() -> std::variant<LaunchedVm, std::string> {
+      try {
+        // Unbind + bind again: the passed GPUs get a function-level reset.
+        Vfio vfio;
+        for (const auto& addr : pci) vfio.unbind_group(addr);
+        for (const auto& addr : pci) vfio.bind_group(addr);
+        return relaunch(settings, id, argv);
+      } catch (const std::exception& e) {
+        return std::string(e.what());
+      }
+    };
+    auto res = co_await run_blocking(work);
+    if (auto* why = std::get_if<std::string>(&res))
+      error = *why;
+    else
+      launched = std::get<LaunchedVm>(std::move(res));
+  }
+  if (vm->gone) co_return;
+  if (launched) {
+    vm->pid = launched->pid;
+    vm->last_heartbeat.reset();  // the new instance's first heartbeat reports running
+    ++vm->generation;
+    vm->busy = false;
+    spdlog::info("VM {} restarted: QEMU pid {}", id, vm->pid);
+    co_return;
+  }
+  // Problems go to the host as status (V8): the VM is down; free it.
+  spdlog::error("VM {}: restart failed: {}", id, error);
+  vm->pid = 0;
+  co_await teardown(vm, std::chrono::seconds(1));
+  json r = status_body(id, "failed", std::nullopt, "VM restart failed: " + error, std::nullopt, true);
+  bool durable = false;
+  try {
+    durable = co_await deps_.store.finish_task(id, r.dump()) == store::FinishOutcome::Reported;
+  } catch (const std::exception& e) {
+    spdlog::error("VM {}: cannot record the restart failure: {}", id, e.what());
+  }
+  if (!durable) co_await report(id, r, true);
+}
+
+void VmService::stop() {
+  stop_.stop();
+  // The relays end with the runner; QEMU keeps running (V26).
+  for (auto& [id, vm] : vms_)
+    if (vm->ssh_proxy) vm->ssh_proxy->stop();
+}
+
+}  // namespace kr::vm

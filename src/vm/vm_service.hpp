@@ -1,0 +1,148 @@
+// QEMU VM VPS sessions (vm.md §3, §4, §9–§11, §14; decisions V5–V10, V23,
+// V24): the one owner of this runner's VMs. Plugs into the Docker VPS
+// manager as its VmBackend (create/stop/kill/pause/resume dispatch on
+// `vps_backend == "qemu"` and on the vm-<id> records) and adds the VM-only
+// routes. Same principles as the Docker VPS: every report goes through the
+// durable outbox, each VM has a state-store row (kind "vm", extra_json =
+// the vm-state.json object) so nothing is lost across runner restarts, and
+// QEMU outlives the runner (V26) and is re-adopted by start().
+//
+// Blocking work (qemu-img, genisoimage, QEMU's launcher, netlink, iptables,
+// sysfs) runs on the blocking pool; everything else on the I/O thread.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <nlohmann/json.hpp>
+
+#include "api/router.hpp"
+#include "config/config.hpp"
+#include "service/stop_signal.hpp"
+#include "store/outbox.hpp"
+#include "store/state_store.hpp"
+#include "vm/qemu_instance.hpp"
+#include "vm/ssh_proxy.hpp"
+#include "vm/vm_network.hpp"
+#include "vm/vm_state.hpp"
+#include "vps/vps_manager.hpp"
+
+namespace kr::vm {
+
+struct VmServiceDeps {
+  const config::RunnerConfig& cfg;
+  store::StateStore& store;
+  store::Outbox& outbox;
+  // Prefix put before QEMU's argv (tests: none in production). See
+  // QemuSettings::launch_prefix.
+  std::vector<std::string> launch_prefix;
+};
+
+// The body of POST /api/vps/{id}/vm-heartbeat (vm.md §8.3) as the runner
+// validates it (pydantic: task_id int required; timestamp float|null; gpus
+// list[object]|null; system object|null; status str = "healthy"; extra keys
+// ignored). Pure. On error the alternative holds the 422 body.
+struct VmHeartbeat {
+  std::int64_t task_id = 0;
+  std::optional<double> timestamp;
+  nlohmann::json gpus = nlohmann::json::array();
+  nlohmann::json system = nullptr;
+  std::string status = "healthy";
+};
+std::variant<VmHeartbeat, nlohmann::json> parse_vm_heartbeat(std::string_view body);
+
+// §14 GET /api/vps/vm-instances body for `instances_dir` (blocking: walks
+// the directories). `tracked` says which ids have a store row. QEMU counts
+// as running only when the pid file's process is this instance's QEMU (V11).
+nlohmann::json vm_instances_listing(const std::filesystem::path& instances_dir, const std::filesystem::path& run_dir,
+                                    const std::vector<std::int64_t>& tracked);
+
+class VmService : public vps::VmBackend {
+ public:
+  VmService(boost::asio::any_io_executor ex, VmServiceDeps deps);
+
+  // vm-restart, vm-status, vm-heartbeat, vm-phone-home, /api/vm/images,
+  // /api/vps/vm-instances (GET, DELETE).
+  void add_routes(api::Router& router);
+  // Recovery (§10): re-adopts running QEMUs, reports the others stopped.
+  void start();
+  void stop();
+
+  // ---- VmBackend
+  boost::asio::awaitable<api::HttpResponse> create(vps::VpsRequest rq, std::string body) override;
+  boost::asio::awaitable<api::HttpResponse> stop(int64_t task_id) override;
+  boost::asio::awaitable<api::HttpResponse> control(int64_t task_id, std::string action) override;
+  bool owns(int64_t task_id) const override { return vms_.count(task_id) > 0; }
+  std::vector<int64_t> running_ids() const override;
+
+  // The last heartbeat bodies of running VMs (gpu_info remap, vm.md §2).
+  std::map<int64_t, nlohmann::json> last_agent_reports() const;
+
+ private:
+  struct Vm {
+    VmState state;
+    VmPaths paths;
+    pid_t pid = 0;
+    std::vector<std::string> argv;
+    double created_at = 0;               // unix seconds
+    std::string started_at;              // naive local ISO of created_at
+    bool ssh_ready = false;
+    std::optional<double> last_heartbeat;  // runner receive time (V24)
+    nlohmann::json last_report = nullptr;  // last heartbeat body
+    bool launched = false;  // QEMU started (create finished)
+    bool busy = false;      // create/stop/restart running
+    bool gone = false;      // stopped: late coroutines must not touch it
+    std::uint64_t generation = 0;  // bumped per QEMU instance (watchdogs)
+    bool gpu = false;
+    std::unique_ptr<SshProxy> ssh_proxy;  // {ssh_port} -> {vm_ip}:22 (V25)
+  };
+  using VmPtr = std::shared_ptr<Vm>;
+
+  // ---- vm_service.cpp
+  boost::asio::awaitable<api::HttpResponse> fail_create(VmPtr vm, std::string message, int http_status);
+  boost::asio::awaitable<void> report(int64_t id, nlohmann::json body, bool is_final);
+  nlohmann::json status_body(int64_t id, const std::string& status, std::optional<int64_t> exit_code,
+                             std::optional<std::string> message, std::optional<std::string> started_at,
+                             bool completed) const;
+  boost::asio::awaitable<void> persist(VmPtr vm);
+  // Stops QEMU and frees what the VM holds (VFIO, TAP, IP, socket); the
+  // store row is the caller's. Returns false when QEMU could not be ended.
+  boost::asio::awaitable<bool> teardown(VmPtr vm, std::chrono::milliseconds grace);
+  void release_network(const VmState& state);
+  boost::asio::awaitable<void> watchdog(VmPtr vm, std::uint64_t generation, int seconds);
+  boost::asio::awaitable<void> restart_in_background(VmPtr vm);
+  boost::asio::awaitable<std::string> ensure_network();
+  boost::asio::awaitable<api::HttpResponse> qmp_pause(VmPtr vm, bool pause);
+  // The agent's call is from this VM's address (V7).
+  bool from_vm(const VmPtr& vm, const api::HttpRequest& req) const;
+  void mark_running(VmPtr vm);
+
+  // ---- vm_routes.cpp
+  boost::asio::awaitable<api::HttpResponse> restart_route(api::HttpRequest& req);
+  boost::asio::awaitable<api::HttpResponse> status_route(api::HttpRequest& req);
+  boost::asio::awaitable<api::HttpResponse> heartbeat_route(api::HttpRequest& req);
+  boost::asio::awaitable<api::HttpResponse> phone_home_route(api::HttpRequest& req);
+  boost::asio::awaitable<api::HttpResponse> images_route(api::HttpRequest& req);
+  boost::asio::awaitable<api::HttpResponse> instances_route(api::HttpRequest& req);
+  boost::asio::awaitable<api::HttpResponse> delete_instance_route(api::HttpRequest& req);
+
+  // ---- vm_recovery.cpp
+  boost::asio::awaitable<void> recover();
+
+  boost::asio::any_io_executor ex_;
+  VmServiceDeps deps_;
+  QemuSettings settings_;
+  std::string settings_error_;  // VM_FIRMWARE/VM_QEMU_ACCEL problem: creates fail with it
+  StopSignal stop_;
+  std::optional<NatIpPool> pool_;
+  bool network_ready_ = false;
+  std::map<int64_t, VmPtr> vms_;
+};
+
+}  // namespace kr::vm
