@@ -61,9 +61,9 @@ done
 status() { curl -s "$IP:18800/api/status/$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["status"], d["exit_code"], d["error_message"])'; }
 submit() { curl -s -X POST $IP:18800/api/submit -H 'content-type: application/json' -d "$1" |
            python3 -c 'import json,sys; print(json.load(sys.stdin)["task_ids"][0])'; }
-T1=$(submit '{"command":"echo","arguments":["hello"],"registry_image":"kr-test/busybox:test","targets":["'"$NODE"'"]}')
-T2=$(submit '{"command":"sleep","arguments":["300"],"registry_image":"kr-test/busybox:test","targets":["'"$NODE"'"]}')
-T3=$(submit '{"command":"echo","arguments":["x"],"targets":["'"$NODE"'"]}')
+T1=$(submit '{"command":"echo","arguments":["hello"],"registry_image":"kr-test/busybox:test","required_cores":0,"targets":["'"$NODE"'"]}')
+T2=$(submit '{"command":"sleep","arguments":["300"],"registry_image":"kr-test/busybox:test","required_cores":0,"targets":["'"$NODE"'"]}')
+T3=$(submit '{"command":"echo","arguments":["x"],"required_cores":0,"targets":["'"$NODE"'"]}')
 sleep 6
 echo "registry task:  $(status "$T1") / stdout: $(cat "$W/share/logs/$T1/stdout.log")"
 curl -s -X POST "$IP:18800/api/command/$T2/pause" >/dev/null; echo "paused task:    $(status "$T2")"
@@ -95,7 +95,7 @@ echo "vps stopped:    $(status "$V") / container: $(docker ps -a --filter "name=
 curl -s -X DELETE "localhost:18801/api/vps/snapshots/$V" >/dev/null   # leave no snapshot images behind
 
 # Terminal, filesystem API and watch through the host's proxies (issue 7).
-T4=$(submit '{"command":"sleep","arguments":["300"],"registry_image":"kr-test/debian:bookworm","targets":["'"$NODE"'"]}')
+T4=$(submit '{"command":"sleep","arguments":["300"],"registry_image":"kr-test/debian:bookworm","required_cores":0,"targets":["'"$NODE"'"]}')
 sleep 6
 echo "debian task:    $(status "$T4")"
 "$W/venv/bin/python" - "$T4" <<'PY'
