@@ -16,6 +16,22 @@ except OSError:
 PY
 }
 if ping_docker; then exit 0; fi
+# A dockerd that is still shutting down (it stops running containers for up
+# to 15 s) holds its pid file: a second one started now would exit at once
+# with "pid file found". Wait for it to answer or to be gone.
+for _ in $(seq 1 120); do
+  pgrep -x dockerd >/dev/null || break
+  if ping_docker; then exit 0; fi
+  sleep 0.5
+done
+if pgrep -x dockerd >/dev/null; then
+  echo "ensure-dockerd: a dockerd process exists but does not answer on $SOCK" >&2
+  exit 1
+fi
+# A pid file left by a dockerd that died without removing it.
+if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid 2>/dev/null)" 2>/dev/null; then
+  rm -f /var/run/docker.pid
+fi
 echo "ensure-dockerd: starting dockerd (log: /var/log/kr-dockerd.log)"
 nohup dockerd >/var/log/kr-dockerd.log 2>&1 &
 for _ in $(seq 1 60); do

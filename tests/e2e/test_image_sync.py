@@ -181,7 +181,9 @@ def test_dockerd_restart_while_idle(host, env_runner):
         subprocess.run(["systemctl", "restart", "docker"], check=True)
     else:
         os.kill(pid, 15)
-        for _ in range(100):
+        # Shutdown stops running containers (up to 15 s each batch): wait
+        # for the old daemon to be gone before starting the next one.
+        for _ in range(600):
             if not os.path.exists(f"/proc/{pid}"):
                 break
             time.sleep(0.1)

@@ -38,7 +38,7 @@ def test_new_port_after_dockerd_restart_is_reported(host, make_runner, tmp_path)
             subprocess.run(["systemctl", "stop", "docker"], check=True)
         else:
             os.kill(int(pid[0]), 15)
-            for _ in range(200):
+            for _ in range(600):  # shutdown stops running containers first
                 if not os.path.exists(f"/proc/{pid[0]}"):
                     break
                 time.sleep(0.1)
