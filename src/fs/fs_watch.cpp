@@ -59,14 +59,32 @@ docker::RunOptions quick() {
 
 // inotifywait's stdout -> change messages, until the stream ends or the
 // client is gone.
+// `watching` goes out once inotifywait reports "Watches established." on
+// stderr (or before its first event, or when it exits): a client that acts
+// on `watching` must not lose the events of its first change.
 asio::awaitable<void> pump_inotify(api::WebSocket* ws, std::shared_ptr<docker::ExecStream> stream,
-                                   std::shared_ptr<DoneFlag> done) {
+                                   std::shared_ptr<DoneFlag> done, std::string watching) {
   docker::StreamDemuxer demux;
   Utf8StreamDecoder utf8;
   std::string line_buf;
+  std::string banner;
+  bool announced = false;
   std::vector<std::string> out;
+  auto announce = [&] {
+    if (announced) return;
+    announced = true;
+    out.push_back(std::move(watching));
+  };
   docker::StreamDemuxer::Sink sink = [&](docker::StdStream s, std::string_view payload) {
-    if (s != docker::StdStream::Stdout) return;  // banners go to stderr
+    if (s != docker::StdStream::Stdout) {  // banners go to stderr
+      if (!announced) {
+        banner.append(payload.substr(0, 4096));
+        if (banner.find("Watches established") != std::string::npos) announce();
+        if (banner.size() > 8192) banner.erase(0, banner.size() - 4096);
+      }
+      return;
+    }
+    announce();
     line_buf += utf8.feed(payload);
     std::size_t nl;
     while ((nl = line_buf.find('\n')) != std::string::npos) {
@@ -92,6 +110,7 @@ asio::awaitable<void> pump_inotify(api::WebSocket* ws, std::shared_ptr<docker::E
   }
   // The stream ended (inotifywait exited): end the session, which also
   // wakes the client loop's read.
+  if (ok && !announced && ws->is_open()) co_await ws->send(std::move(watching));
   if (ws->is_open()) co_await ws->close(api::ws_close::kNormal, {});
   done->done = true;
 }
@@ -225,7 +244,7 @@ asio::awaitable<void> FsService::watch(api::WebSocket& ws) {
   std::vector<std::string> which = {"which", "inotifywait"};
   auto probe = co_await docker::run_exec(docker_, container, std::move(which), quick());
   const bool inotify = probe.exit_code == 0;
-  co_await ws.send(watching_msg(valid, inotify));
+  if (!inotify) co_await ws.send(watching_msg(valid, inotify));
 
   auto producer_done = std::make_shared<DoneFlag>();
   auto ex = co_await asio::this_coro::executor;
@@ -241,10 +260,11 @@ asio::awaitable<void> FsService::watch(api::WebSocket& ws) {
       spdlog::warn("watch {}: inotifywait did not start: {}", container, e.message);
     }
     if (!stream) {
+      co_await ws.send(watching_msg(valid, inotify));
       co_await ws.send(error_msg("Failed to get socket for inotifywait."));
       co_return;
     }
-    asio::co_spawn(ex, pump_inotify(&ws, stream, producer_done), asio::detached);
+    asio::co_spawn(ex, pump_inotify(&ws, stream, producer_done, watching_msg(valid, inotify)), asio::detached);
     co_await client_loop(ws, producer_done);
     stream->close();
     co_await wait_until_done(producer_done);

@@ -21,10 +21,20 @@ def connect(runner, path, timeout=30):
 
 
 def recv_json(ws, timeout=30):
-    ws.settimeout(timeout)
-    op, data = ws.recv_data()
-    assert op == websocket.ABNF.OPCODE_TEXT, f"expected a text frame, got opcode {op}"
-    return json.loads(data.decode())
+    """The next text message within `timeout` seconds in all. Control frames
+    are returned to this loop (websocket-client answers pings itself) so that
+    a server's keep-alive pings cannot extend the wait forever."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no message within {timeout} s")
+        ws.settimeout(left)
+        op, data = ws.recv_data(control_frame=True)
+        if op in (websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG):
+            continue
+        assert op == websocket.ABNF.OPCODE_TEXT, f"expected a text frame, got opcode {op}"
+        return json.loads(data.decode())
 
 
 def read_until(ws, needle, timeout=30):
