@@ -8,6 +8,7 @@
 
 #include "common/blocking.hpp"
 #include "common/datetime.hpp"
+#include "host_link/status_update.hpp"
 #include "docker/docker_error.hpp"
 #include "metrics/metrics.hpp"
 #include "tasks/container_spec.hpp"
@@ -116,14 +117,7 @@ void TaskManager::stop() { stop_.stop(); }
 json TaskManager::report(int64_t id, const std::string& status, std::optional<int64_t> exit_code,
                          std::optional<std::string> message, std::optional<std::string> started_at,
                          bool completed) const {
-  auto opt = [](const auto& o) -> json { return o ? json(*o) : json(nullptr); };
-  return json{{"task_id", id},
-              {"status", status},
-              {"exit_code", opt(exit_code)},
-              {"message", opt(message)},
-              {"started_at", opt(started_at)},
-              {"completed_at", completed ? json(naive_local_now()) : json(nullptr)},
-              {"ssh_port", nullptr}};
+  return host_link::status_update_body(id, status, exit_code, message, started_at, completed);
 }
 
 asio::awaitable<void> TaskManager::push_report(int64_t id, json r) {

@@ -14,6 +14,7 @@
 
 #include "common/blocking.hpp"
 #include "common/datetime.hpp"
+#include "host_link/status_update.hpp"
 #include "monitor/vm_capability.hpp"
 #include "vm/process.hpp"
 #include "vm/qmp_client.hpp"
@@ -116,14 +117,7 @@ std::map<int64_t, json> VmService::last_agent_reports() const {
 json VmService::status_body(int64_t id, const std::string& status, std::optional<int64_t> exit_code,
                             std::optional<std::string> message, std::optional<std::string> started_at,
                             bool completed) const {
-  auto opt = [](const auto& o) -> json { return o ? json(*o) : json(nullptr); };
-  return json{{"task_id", id},
-              {"status", status},
-              {"exit_code", opt(exit_code)},
-              {"message", opt(message)},
-              {"started_at", opt(started_at)},
-              {"completed_at", completed ? json(naive_local_now()) : json(nullptr)},
-              {"ssh_port", nullptr}};
+  return host_link::status_update_body(id, status, exit_code, message, started_at, completed);
 }
 
 asio::awaitable<void> VmService::report(int64_t id, json body, bool is_final) {

@@ -11,6 +11,7 @@
 #include "common/blocking.hpp"
 #include "api/validation.hpp"
 #include "common/datetime.hpp"
+#include "host_link/status_update.hpp"
 #include "docker/docker_error.hpp"
 #include "tasks/container_spec.hpp"
 #include "vps/vps_spec.hpp"
@@ -61,14 +62,7 @@ std::vector<int64_t> VpsManager::running_vps_ids() const {
 json VpsManager::report(int64_t id, const std::string& status, std::optional<int64_t> exit_code,
                         std::optional<std::string> message, std::optional<std::string> started_at, bool completed,
                         std::optional<int> ssh_port) const {
-  auto opt = [](const auto& o) -> json { return o ? json(*o) : json(nullptr); };
-  return json{{"task_id", id},
-              {"status", status},
-              {"exit_code", opt(exit_code)},
-              {"message", opt(message)},
-              {"started_at", opt(started_at)},
-              {"completed_at", completed ? json(naive_local_now()) : json(nullptr)},
-              {"ssh_port", opt(ssh_port)}};
+  return host_link::status_update_body(id, status, exit_code, message, started_at, completed, ssh_port);
 }
 
 asio::awaitable<void> VpsManager::push(int64_t id, json r, bool is_final) {
