@@ -196,7 +196,8 @@ SshExecResult ssh_exec(const SshTarget& target, const std::string& command,
       if (r.err.size() < (1u << 20)) r.err.append(buf, m);
       continue;
     }
-    if (n == 0 && m == 0 && (ssh_channel_is_eof(c.channel()) || ssh_channel_is_closed(c.channel()))) break;
+    // n is 0 or SSH_AGAIN (timeout) here: nothing buffered on either stream.
+    if (ssh_channel_is_eof(c.channel()) || ssh_channel_is_closed(c.channel())) break;
   }
   // The exit status may arrive just after EOF.
   int status = -1;

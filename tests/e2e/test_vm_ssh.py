@@ -165,10 +165,9 @@ def _run(ns, host, make_runner, cfg, home, tmp_path, procs):
     try:
         send_json(ws, {"type": "resize", "rows": 30, "cols": 100})
         assert recv_json(ws) == {"type": "output", "data": ""}
-        send_json(ws, {"type": "input", "data": "stty size; echo MARK$((6*7)); echo $TERM\n"})
-        out = read_until(ws, "MARK42", timeout=30)
+        send_json(ws, {"type": "input", "data": "stty size; echo MARK$((6*7)) TERM=$TERM\n"})
+        out = read_until(ws, "MARK42 TERM=xterm-256color", timeout=30)
         assert "30 100" in out, out
-        out += read_until(ws, "xterm-256color", timeout=30)
         send_json(ws, {"type": "resize", "rows": 50, "cols": 160})
         time.sleep(0.3)
         send_json(ws, {"type": "input", "data": "stty size; echo $((40+2))DONE\n"})

@@ -76,7 +76,7 @@ TEST(VmSshKey, RunnerKeyLivesUnderHome) {
 }
 
 TEST(VmSsh, JoinCommandQuotesLikeShlex) {
-  EXPECT_EQ(join_command({"ls", "-la", "--time-style=+%s", "/a b/it's"}), "ls -la '--time-style=+%s' '/a b/it'\"'\"'s'");
+  EXPECT_EQ(join_command({"ls", "-la", "--time-style=+%s", "/a b/it's"}), "ls -la --time-style=+%s '/a b/it'\"'\"'s'");
   EXPECT_EQ(join_command({"stat", "--format=%F|%s", ""}), "stat '--format=%F|%s' ''");
 }
 
