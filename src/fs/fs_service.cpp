@@ -12,6 +12,7 @@
 #include "fs/fs_archive.hpp"
 #include "fs/fs_parse.hpp"
 #include "fs/fs_paths.hpp"
+#include "fs/target_exec.hpp"
 #include "store/state_store.hpp"
 
 namespace kr::fs {
@@ -165,7 +166,7 @@ asio::awaitable<docker::ExecResult> FsService::run(const ContainerTarget& t, std
     throw DockerError(DockerError::Kind::Timeout, 0, "filesystem operation deadline passed");
   o.stdin_data = std::move(stdin_data);
   o.max_stdout = static_cast<std::size_t>(kMaxReadBytes) + (1u << 20);
-  co_return co_await docker::run_exec(docker_, t.container, std::move(cmd), std::move(o));
+  co_return co_await run_in_target(docker_, t, std::move(cmd), std::move(o));
 }
 
 // ---- list ------------------------------------------------------------------
@@ -213,11 +214,14 @@ asio::awaitable<HttpResponse> FsService::read(HttpRequest& req, Clock::time_poin
   auto look = co_await resolve_container(store_, docker_, *id);
   if (!look.target) co_return HttpResponse::detail(look.status, look.message);
 
-  // A regular file (or a directory) the archive API sees as the exec would.
-  auto fast = co_await read_via_archive(docker_, *look.target, n, limit, time_left(end));
-  if (fast.kind == ArchiveRead::Directory) co_return HttpResponse::detail(400, "Cannot read directory: " + n);
-  if (fast.kind == ArchiveRead::File)
-    co_return read_response(n, std::move(fast.content), encoding == "utf-8", fast.truncated);
+  // A regular file (or a directory) the archive API sees as the exec would
+  // (containers only: a VM has no archive API).
+  if (!look.target->is_vm()) {
+    auto fast = co_await read_via_archive(docker_, *look.target, n, limit, time_left(end));
+    if (fast.kind == ArchiveRead::Directory) co_return HttpResponse::detail(400, "Cannot read directory: " + n);
+    if (fast.kind == ArchiveRead::File)
+      co_return read_response(n, std::move(fast.content), encoding == "utf-8", fast.truncated);
+  }
 
   auto st = co_await run(*look.target, stat_type_size_argv(n, true), end);
   if (st.exit_code != 0 && contains(st.err, "unrecognized option"))
@@ -288,7 +292,8 @@ asio::awaitable<HttpResponse> FsService::write(HttpRequest& req, Clock::time_poi
   // The archive API where it sees what an exec would (fs/fs_archive.hpp);
   // it needs the directory to exist, so `mkdir -p` runs only when missing.
   bool parents_made = false;
-  auto fast = co_await write_via_archive(docker_, *look.target, n, bytes, time_left(end));
+  auto fast = ArchiveWrite::UseExec;
+  if (!look.target->is_vm()) fast = co_await write_via_archive(docker_, *look.target, n, bytes, time_left(end));
   if (fast == ArchiveWrite::ParentMissing && make_parents) {
     std::vector<std::string> argv = {"mkdir", "-p", dir};
     auto m = co_await run(*look.target, std::move(argv), end);

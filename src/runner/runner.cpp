@@ -235,6 +235,8 @@ int run_runner(cli::RunnerLaunch& launch) {
   hub_options.container_addresses = [&docker](std::string id) {
     return tunnel::container_addresses(docker, std::move(id));
   };
+  hub_options.vm_forward = [&vm_service](api::WebSocket& ws, std::string id, std::uint16_t port,
+                                         tunnel::Proto proto) { return vm_service.forward(ws, std::move(id), port, proto); };
   tunnel::TunnelHub tunnel_hub(io.get_executor(), std::move(hub_options));
   tunnel::add_tunnel_routes(router, tunnel_hub);
   std::optional<tunnel::GatewayListener> gateway_listener;  // T11

@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/blocking.hpp"
+#include "vm/ssh_client.hpp"
 #include "common/datetime.hpp"
 #include "host_link/status_update.hpp"
 #include "monitor/vm_capability.hpp"
@@ -51,17 +52,6 @@ double unix_now() {
 std::string iso_of(double unix_seconds) {
   return naive_local_iso(std::chrono::system_clock::time_point(
       std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(unix_seconds))));
-}
-
-// $HOME/.kohakuriver/runner_ssh_key.pub when it exists (the key itself is
-// made by the SSH part, not yet written: vm-status.md).
-std::string runner_public_key() {
-  const char* home = std::getenv("HOME");
-  fs::path p = fs::path(home && *home ? home : "/root") / ".kohakuriver" / "runner_ssh_key.pub";
-  std::ifstream in(p);
-  std::string line;
-  if (in) std::getline(in, line);
-  return line;
 }
 
 void write_state_file(const fs::path& file, const VmState& state) {
@@ -334,7 +324,7 @@ asio::awaitable<HttpResponse> VmService::create(vps::VpsRequest rq, std::string 
     Vfio vfio;
     bool tap_made = false;
     try {
-      launch.seed.runner_public_key = runner_public_key();
+      launch.seed.runner_public_key = runner_public_key_line();  // made when missing
       if (!launch.vfio_pci.empty()) launch.seed.nvidia_driver_version = nvidia_driver_version_from_sysfs();
       for (const auto& addr : launch.vfio_pci) {
         if (std::find(bound.begin(), bound.end(), addr) != bound.end()) continue;

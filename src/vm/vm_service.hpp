@@ -29,6 +29,7 @@
 #include "store/outbox.hpp"
 #include "store/state_store.hpp"
 #include "vm/qemu_instance.hpp"
+#include "tunnel/frame.hpp"
 #include "vm/ssh_proxy.hpp"
 #include "vm/vm_network.hpp"
 #include "vm/vm_state.hpp"
@@ -81,6 +82,11 @@ class VmService : public vps::VmBackend {
   boost::asio::awaitable<api::HttpResponse> control(int64_t task_id, std::string action) override;
   bool owns(int64_t task_id) const override { return vms_.count(task_id) > 0; }
   std::vector<int64_t> running_ids() const override;
+
+  // /ws/forward/vm-{id}/{port} (tunnel-overlay.md §2.3.3): the tunnel
+  // hub's HubOptions::vm_forward.
+  boost::asio::awaitable<void> forward(api::WebSocket& ws, std::string container_id, std::uint16_t port,
+                                       tunnel::Proto proto);
 
   // The last heartbeat bodies of running VMs (gpu_info remap, vm.md §2).
   std::map<int64_t, nlohmann::json> last_agent_reports() const;
