@@ -47,6 +47,10 @@ class OverlayManager {
                                                              std::chrono::milliseconds wait = std::chrono::seconds(60));
 
   State state() const { return state_; }
+  // The applied allocation while the overlay is up (VMs in overlay mode).
+  std::optional<Allocation> ready_allocation() const {
+    return state_ == State::Ready ? applied_ : std::nullopt;
+  }
   nlohmann::json status() const;  // for /healthz
 
  private:

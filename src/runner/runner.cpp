@@ -193,7 +193,17 @@ int run_runner(cli::RunnerLaunch& launch) {
       tasks::TaskManagerDeps{cfg, docker, *state, outbox, link.hostname(), numa_cpus, find_tunnel_client(cfg), &overlay});
   vps::VpsManager vps_manager(io.get_executor(), vps::VpsManagerDeps{cfg, docker, *state, outbox, task_manager,
                                                                      link.hostname(), find_tunnel_client(cfg)});
-  vm::VmService vm_service(io.get_executor(), vm::VmServiceDeps{cfg, *state, outbox, {}});
+  vm::VmServiceDeps vm_deps{cfg, *state, outbox, {}};
+  // Overlay mode for VMs while the VXLAN overlay is up (vm.md §13.2).
+  vm_deps.overlay_network = [&overlay, &cfg]() -> std::optional<vm::OverlayVmNetwork> {
+    auto alloc = overlay.ready_allocation();
+    if (!alloc) return std::nullopt;
+    return vm::OverlayVmNetwork{overlay::kBridgeName, overlay::format_ipv4(alloc->gateway), alloc->subnet.prefix,
+                                cfg.overlay_mtu};
+  };
+  vm_deps.host = &link.client();
+  vm_deps.hostname = link.hostname();
+  vm::VmService vm_service(io.get_executor(), std::move(vm_deps));
   vps_manager.set_vm_backend(&vm_service);  // vps_backend "qemu" and vm-<id> records
   reporter.set_vm_gpu_reports([&vm_service] { return vm_service.gpu_reports(); });
   running_tasks = [&] {

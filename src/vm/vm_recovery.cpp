@@ -112,7 +112,13 @@ asio::awaitable<void> VmService::recover() {
       vm->launched = true;
       vm->generation = 1;
       vm->gpu = !f.state.gpu_pci_addresses.empty();
-      if (pool_) pool_->mark_used(f.state.vm_ip);
+      if (f.state.network_mode == "overlay") {
+        // O5/V20: keep the reservation alive; its expiry was not kept, so
+        // try soon and retry while the previous one is still live.
+        asio::co_spawn(ex_, renew_overlay(vm, 60), asio::detached);
+      } else if (pool_) {
+        pool_->mark_used(f.state.vm_ip);
+      }
       if (f.state.ssh_port) {
         try {
           vm->ssh_proxy = std::make_unique<SshProxy>(ex_, deps_.cfg.runner_bind_ip,
@@ -135,8 +141,10 @@ asio::awaitable<void> VmService::recover() {
       }
       // The bridge and rules may be gone (host reboot keeps QEMU? no, but a
       // network restart may): make sure they are there for the adopted VM.
-      std::string net_error = co_await ensure_network();
-      if (!net_error.empty()) spdlog::warn("VM recovery: VM network: {}", net_error);
+      if (f.state.network_mode != "overlay") {
+        std::string net_error = co_await ensure_network();
+        if (!net_error.empty()) spdlog::warn("VM recovery: VM network: {}", net_error);
+      }
       spdlog::info("VM {} recovered: QEMU pid {}, {}", id, vm->pid, f.state.vm_ip);
       co_await report(id, status_body(id, "running", std::nullopt, std::string("VM recovered after runner restart"),
                                       vm->started_at, false),
@@ -158,6 +166,7 @@ asio::awaitable<void> VmService::recover() {
       fs::remove(paths.state_json, ec);
     };
     co_await run_blocking(cleanup);
+    if (st.network_mode == "overlay" && st.overlay_token) co_await release_overlay_ip(*st.overlay_token);
     json r = status_body(id, "stopped", -1, std::string("VM not running on runner startup (runner or machine restarted)."),
                          std::nullopt, true);
     std::optional<store::FinishOutcome> outcome;

@@ -41,8 +41,8 @@ constexpr int kRestartWatchSeconds = 180;
 constexpr int kRestartWatchStep = 5;
 
 json message_body(const std::string& m) { return json{{"message", m}}; }
-json create_ok_body(const std::string& ip) {
-  return json{{"success", true}, {"vm_ip", ip}, {"ssh_ready", false}, {"network_mode", "standard"}};
+json create_ok_body(const std::string& ip, const std::string& network_mode) {
+  return json{{"success", true}, {"vm_ip", ip}, {"ssh_ready", false}, {"network_mode", network_mode}};
 }
 
 double unix_now() {
@@ -159,6 +159,10 @@ asio::awaitable<std::string> VmService::ensure_network() {
 }
 
 void VmService::release_network(const VmState& state) {
+  if (state.network_mode == "overlay") {
+    if (state.overlay_token) asio::co_spawn(ex_, release_overlay_ip(*state.overlay_token), asio::detached);
+    return;
+  }
   if (pool_ && !state.vm_ip.empty()) pool_->release(state.vm_ip);
 }
 
@@ -258,22 +262,43 @@ asio::awaitable<HttpResponse> VmService::create(vps::VpsRequest rq, std::string 
   if (!gpu_error.empty()) co_return co_await fail_create(vm, "VM VPS creation failed: " + gpu_error, 500);
   vm->gpu = !pci.empty();
 
-  // Network (§13, NAT mode).
-  std::string net_error = co_await ensure_network();
-  if (!net_error.empty()) co_return co_await fail_create(vm, "VM VPS creation failed: VM network: " + net_error, 500);
-  auto ip = pool_->allocate();
-  if (!ip) co_return co_await fail_create(vm, "VM VPS creation failed: no free VM address in " + deps_.cfg.vm_bridge_subnet, 500);
+  // Network (§13): overlay mode while the VXLAN overlay is up (an address
+  // reserved at the host, on kohaku-overlay), NAT mode otherwise.
   VmState& st = vm->state;
+  std::optional<OverlayVmNetwork> overlay;
+  if (deps_.overlay_network) overlay = deps_.overlay_network();
+  int tap_mtu = 0;
+  if (overlay) {
+    std::string error;
+    int status = 0;
+    auto reservation = co_await reserve_overlay_ip(std::nullopt, error, status);
+    if (!reservation)
+      co_return co_await fail_create(vm, "VM VPS creation failed: overlay IP reservation failed: " + error, 500);
+    st.vm_ip = reservation->ip;
+    st.overlay_token = reservation->token;
+    st.network_mode = "overlay";
+    st.bridge_name = overlay->bridge;
+    st.gateway = overlay->gateway;
+    st.prefix_len = overlay->prefix_len;
+    tap_mtu = overlay->mtu;
+    asio::co_spawn(ex_, renew_overlay(vm, reservation->ttl_seconds + 5), asio::detached);
+  } else {
+    std::string net_error = co_await ensure_network();
+    if (!net_error.empty()) co_return co_await fail_create(vm, "VM VPS creation failed: VM network: " + net_error, 500);
+    auto ip = pool_->allocate();
+    if (!ip)
+      co_return co_await fail_create(vm, "VM VPS creation failed: no free VM address in " + deps_.cfg.vm_bridge_subnet, 500);
+    st.vm_ip = *ip;
+    st.network_mode = "standard";
+    st.bridge_name = deps_.cfg.vm_bridge_name;
+    st.gateway = deps_.cfg.vm_bridge_gateway;
+    st.prefix_len = pool_->prefix_len();
+  }
   st.allocated_cores = static_cast<int>(rq.required_cores);
   st.allocated_gpus = gpu_ids;
-  st.vm_ip = *ip;
   st.tap_device = tap_name(id);
   st.mac_address = mac_address(id);
   st.gpu_pci_addresses = pci;
-  st.network_mode = "standard";
-  st.bridge_name = deps_.cfg.vm_bridge_name;
-  st.gateway = deps_.cfg.vm_bridge_gateway;
-  st.prefix_len = pool_->prefix_len();
   if (rq.ssh_port > 0) st.ssh_port = static_cast<int>(rq.ssh_port);
   vm->paths = vm_paths(settings_.instances_dir, settings_.run_dir, id);
 
@@ -299,6 +324,7 @@ asio::awaitable<HttpResponse> VmService::create(vps::VpsRequest rq, std::string 
   seed.network.gateway = st.gateway;
   seed.network.dns = deps_.cfg.vm_dns_servers;
   seed.network.mac = st.mac_address;
+  if (tap_mtu > 0) seed.network.mtu = tap_mtu;  // V18
 
   // V25: the SSH port is bound before QEMU starts; a taken port fails the
   // create (upstream only logged it).
@@ -319,7 +345,7 @@ asio::awaitable<HttpResponse> VmService::create(vps::VpsRequest rq, std::string 
   const QemuSettings settings = settings_;
   const std::string bridge = st.bridge_name;
   // Everything blocking in one go; on failure undo in reverse (V5).
-  auto work = [settings, launch, bridge]() mutable -> std::variant<LaunchedVm, std::string> {
+  auto work = [settings, launch, bridge, tap_mtu]() mutable -> std::variant<LaunchedVm, std::string> {
     std::vector<std::string> bound;
     Vfio vfio;
     bool tap_made = false;
@@ -335,7 +361,7 @@ asio::awaitable<HttpResponse> VmService::create(vps::VpsRequest rq, std::string 
       fs::create_directories(launch.local_dir);
       std::error_code ec;
       if (!fs::is_directory(launch.shared_data_dir, ec)) fs::create_directories(launch.shared_data_dir, ec);
-      create_tap(launch.tap, bridge);
+      create_tap(launch.tap, bridge, tap_mtu);
       tap_made = true;
       return create_and_launch(settings, launch);
     } catch (const std::exception& e) {
@@ -382,7 +408,7 @@ asio::awaitable<HttpResponse> VmService::create(vps::VpsRequest rq, std::string 
   vm->busy = false;
   const int timeout = vm->gpu ? deps_.cfg.vm_cloud_init_gpu_timeout_seconds : deps_.cfg.vm_cloud_init_timeout_seconds;
   asio::co_spawn(ex_, watchdog(vm, vm->generation, timeout), asio::detached);
-  co_return HttpResponse::json(200, create_ok_body(st.vm_ip));
+  co_return HttpResponse::json(200, create_ok_body(st.vm_ip, st.network_mode));
 }
 
 // V6: no agent contact in time -> stop the VM and report failed.

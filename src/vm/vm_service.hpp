@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -22,6 +23,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <nlohmann/json.hpp>
 
+#include "host_link/host_client.hpp"
 #include "monitor/gpu_remap.hpp"
 #include "api/router.hpp"
 #include "config/config.hpp"
@@ -37,6 +39,14 @@
 
 namespace kr::vm {
 
+// Where VMs go in overlay mode (vm.md §13.2, §7.5).
+struct OverlayVmNetwork {
+  std::string bridge;   // kohaku-overlay
+  std::string gateway;  // the runner's overlay gateway (agent URL host)
+  int prefix_len = 18;  // of the runner's overlay subnet
+  int mtu = 1450;       // V18
+};
+
 struct VmServiceDeps {
   const config::RunnerConfig& cfg;
   store::StateStore& store;
@@ -44,7 +54,21 @@ struct VmServiceDeps {
   // Prefix put before QEMU's argv (tests: none in production). See
   // QemuSettings::launch_prefix.
   std::vector<std::string> launch_prefix;
+  // Overlay mode: returns the overlay while it is up (then VMs reserve their
+  // address at the host and join kohaku-overlay), nullopt for NAT mode.
+  std::function<std::optional<OverlayVmNetwork>()> overlay_network = {};
+  host_link::HostClient* host = nullptr;  // overlay IP reservations
+  std::string hostname = {};              // the `runner=` of a reservation
 };
+
+// A host reservation (tunnel-overlay.md §3.8). Pure parse of the reply;
+// throws std::invalid_argument naming what is missing.
+struct OverlayReservation {
+  std::string ip;
+  std::string token;
+  int ttl_seconds = 1800;
+};
+OverlayReservation parse_overlay_reservation(const std::string& body);
 
 // The body of POST /api/vps/{id}/vm-heartbeat (vm.md §8.3) as the runner
 // validates it (pydantic: task_id int required; timestamp float|null; gpus
@@ -130,6 +154,14 @@ class VmService : public vps::VmBackend {
   // §9: logs whether the restarted instance's agent came back.
   boost::asio::awaitable<void> restart_watch(VmPtr vm, std::uint64_t generation);
   boost::asio::awaitable<std::string> ensure_network();
+  // ---- vm_overlay.cpp (§13.2, O5/V20)
+  // POST /api/overlay/ip/reserve (15 s); nullopt with `error` set on failure.
+  boost::asio::awaitable<std::optional<OverlayReservation>> reserve_overlay_ip(std::optional<std::string> ip,
+                                                                              std::string& error, int& status);
+  boost::asio::awaitable<void> release_overlay_ip(std::string token);
+  // Re-reserves the VM's address when its reservation expires (the host
+  // never marks VM reservations used), keeping the new token.
+  boost::asio::awaitable<void> renew_overlay(VmPtr vm, int first_wait_seconds);
   boost::asio::awaitable<api::HttpResponse> qmp_pause(VmPtr vm, bool pause);
   // The agent's call is from this VM's address (V7).
   bool from_vm(const VmPtr& vm, const api::HttpRequest& req) const;

@@ -38,6 +38,10 @@ class FixtureHost:
         # The registration reply's "overlay" object (tunnel-overlay.md §3.4);
         # None = the host has the overlay off. Tests may change it at any time.
         self.overlay: dict | None = None
+        # Addresses handed out by POST /api/overlay/ip/reserve (VMs in
+        # overlay mode), in order.
+        self.reserve_ips: list[str] = ["10.128.64.77"]
+        self.reserve_count = 0
         self.cond = threading.Condition()
         self.behaviours: dict[str, Behaviour] = {}
         host = self
@@ -84,6 +88,10 @@ class FixtureHost:
             return "heartbeat"
         if path.startswith("/api/update"):
             return "update"
+        if path.startswith("/api/overlay/ip/reserve"):
+            return "overlay_reserve"
+        if path.startswith("/api/overlay/ip/release"):
+            return "overlay_release"
         return "other"
 
     def default_reply(self, kind: str, rec: Recorded) -> bytes:
@@ -95,6 +103,17 @@ class FixtureHost:
             return b'{"message": "Heartbeat received"}'
         if kind == "update":
             return b'{"message": "Task status updated successfully."}'
+        if kind == "overlay_reserve":
+            # tunnel-overlay.md §3.8 reply shape; tests set reserve_ips.
+            from urllib.parse import parse_qs, urlsplit
+            q = parse_qs(urlsplit(rec.path).query)
+            ip = (q.get("ip") or [None])[0] or self.reserve_ips.pop(0)
+            self.reserve_count += 1
+            return json.dumps({"ip": ip, "runner": (q.get("runner") or ["?"])[0],
+                               "token": f"tok-{self.reserve_count}-{ip}", "expires_at": "2026-01-01T00:30:00",
+                               "ttl_seconds": int((q.get("ttl") or ["300"])[0])}).encode()
+        if kind == "overlay_release":
+            return b'{"message": "IP reservation released"}'
         return b'{"detail": "Not Found"}'
 
     def start(self) -> "FixtureHost":

@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -181,7 +182,16 @@ class Scenario:
     def __init__(self, tmp, hub):
         from conftest import RunnerProcess
         self.hub = hub
-        self.runner = RunnerProcess(tmp, hub, {"HOST_ADDRESS": RUNNER_PHYS}, [], None)
+        vm = {}
+        for key, sub in (("VM_IMAGES_DIR", "vm-images"), ("VM_INSTANCES_DIR", "vm-instances"), ("VM_RUN_DIR", "vm-run")):
+            (tmp / sub).mkdir(exist_ok=True)
+            vm[key] = str(tmp / sub)
+        # QEMU VMs (overlay mode test): TCG, SeaBIOS, a blank disk answers no
+        # ACPI button, so stops use the short SIGKILL path.
+        vm.update(VM_QEMU_ACCEL="tcg", VM_FIRMWARE="", VM_POWERDOWN_TIMEOUT_SECONDS=2,
+                  VM_CLOUD_INIT_TIMEOUT_SECONDS=3600)
+        self.vm_config = vm
+        self.runner = RunnerProcess(tmp, hub, {"HOST_ADDRESS": RUNNER_PHYS, **vm}, [], None)
         self.task_ids = []
         self.vps_names = []
 
@@ -395,6 +405,59 @@ def test_vps_joins_the_overlay_with_its_reserved_ip(scenario):
     env = docker("inspect", "-f", "{{json .Config.Env}}", name).stdout
     assert f"KOHAKURIVER_TUNNEL_URL=ws://10.128.192.1:{scenario.runner.port}" in env, env
     assert ns("kro-c2", "ping", "-c", "2", "-W", "2", "10.128.192.90", check=False).returncode == 0
+
+
+def test_vm_in_overlay_mode_reserves_its_address_at_the_host(scenario):  # vm.md §13.2, V18, V20
+    # With the overlay up, a QEMU VM gets an address reserved at the host
+    # (not the NAT pool), its TAP joins kohaku-overlay with MTU 1450, the
+    # seed carries the overlay gateway, prefix and MTU, vm-state.json keeps
+    # the token, and a stop releases the reservation.
+    for tool in ("qemu-system-x86_64", "qemu-img", "isoinfo"):
+        if not shutil.which(tool):
+            pytest.fail(f"{tool} is required (scripts/install-deps.sh --test)")
+    cfg = scenario.vm_config
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", f"{cfg['VM_IMAGES_DIR']}/blank.qcow2", "64M"],
+                   check=True)
+    scenario.wait_overlay()
+    hub = scenario.hub
+    gateway = hub.overlay["overlay_gateway"]
+    vm_ip = gateway.rsplit(".", 1)[0] + ".77"  # inside the runner's current subnet
+    hub.reserve_ips = [vm_ip]
+    reserves_before = len(hub.of_kind("overlay_reserve"))
+    tid = new_task_id()
+    from conftest import free_port
+    body = {"task_id": str(tid), "required_cores": 1, "required_gpus": [], "required_memory_bytes": None,
+            "target_numa_node_id": None, "container_name": "", "registry_image": None, "ssh_key_mode": "disabled",
+            "ssh_public_key": None, "ssh_port": free_port(), "reserved_ip": None, "vps_backend": "qemu",
+            "vm_image": "blank", "vm_disk_size": "1G", "memory_mb": 64}
+    status, reply = http("POST", scenario.runner.url("/api/vps/create"), body, timeout=120)
+    tap = f"tap-{tid}"[:15]
+    try:
+        assert status == 200, (reply, scenario.runner.output()[-3000:])
+        assert reply["vm_ip"] == vm_ip and reply["network_mode"] == "overlay", reply
+        reserve = hub.of_kind("overlay_reserve")[reserves_before:]
+        assert len(reserve) == 1, reserve
+        assert f"runner={socket.gethostname()}" in reserve[0].path and "ttl=1800" in reserve[0].path
+        inst = Path(cfg["VM_INSTANCES_DIR"]) / str(tid)
+        state = json.loads((inst / "vm-state.json").read_text())
+        assert state["network_mode"] == "overlay" and state["vm_ip"] == vm_ip, state
+        assert state["gateway"] == gateway and state["prefix_len"] == 18, state
+        assert state["overlay_token"] == f"tok-{hub.reserve_count}-{vm_ip}", state
+        tap = state["tap_device"]
+        link = sh("ip", "-d", "-o", "link", "show", tap).stdout
+        assert "master kohaku-overlay" in link and "mtu 1450" in link, link
+        netcfg = sh("isoinfo", "-R", "-i", str(inst / "seed.iso"), "-x", "/network-config").stdout
+        assert f"{vm_ip}/18" in netcfg and gateway in netcfg and "1450" in netcfg, netcfg
+        userdata = sh("isoinfo", "-R", "-i", str(inst / "seed.iso"), "-x", "/user-data").stdout
+        assert f"http://{gateway}:{scenario.runner.port}" in userdata
+        status, reply = http("POST", scenario.runner.url(f"/api/vps/stop/{tid}"), timeout=60)
+        assert status == 200, reply
+        released = hub.wait_for("overlay_release", timeout=20)
+        assert released[0].path.endswith(f"token=tok-{hub.reserve_count}-{vm_ip}"), released[0].path
+        assert sh("ip", "link", "show", tap, check=False).returncode != 0, "TAP left behind"
+    finally:
+        http("POST", scenario.runner.url(f"/api/vps/stop/{tid}"), timeout=60)
+        sh("ip", "link", "del", tap, check=False)
 
 
 def test_overlay_down_fails_tasks_that_need_it(scenario):  # O9, O12

@@ -90,3 +90,19 @@ TEST(VmInstancesListing, Section14Shape) {
   EXPECT_TRUE(none["instances"].empty());
   EXPECT_EQ(none["total_disk_usage_bytes"], 0);
 }
+
+TEST(OverlayReservation, ParsesTheHostsReply) {
+  auto r = kr::vm::parse_overlay_reservation(
+      R"({"ip": "10.128.64.77", "runner": "node1", "token": "abc.def", "expires_at": "2026-01-01T00:30:00",
+          "ttl_seconds": 1800})");
+  EXPECT_EQ(r.ip, "10.128.64.77");
+  EXPECT_EQ(r.token, "abc.def");
+  EXPECT_EQ(r.ttl_seconds, 1800);
+  // Missing ttl: the requested maximum; absurd ttl: at least a minute.
+  EXPECT_EQ(kr::vm::parse_overlay_reservation(R"({"ip": "10.0.0.2", "token": "t"})").ttl_seconds, 1800);
+  EXPECT_EQ(kr::vm::parse_overlay_reservation(R"({"ip": "10.0.0.2", "token": "t", "ttl_seconds": 0})").ttl_seconds, 60);
+  EXPECT_THROW(kr::vm::parse_overlay_reservation(R"({"token": "t"})"), std::invalid_argument);
+  EXPECT_THROW(kr::vm::parse_overlay_reservation(R"({"ip": "10.0.0.2", "token": ""})"), std::invalid_argument);
+  EXPECT_THROW(kr::vm::parse_overlay_reservation("not json"), std::invalid_argument);
+  EXPECT_THROW(kr::vm::parse_overlay_reservation("[]"), std::invalid_argument);
+}
