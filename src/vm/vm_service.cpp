@@ -35,6 +35,10 @@ namespace {
 // Restart: the host's vm-restart call has a 15 s timeout and the restart
 // runs after the reply (V8); the powerdown wait is capped there.
 constexpr std::chrono::seconds kMaxRestartGrace{20};
+// §9 restart watchdog: how long and how often to look for the restarted
+// instance's first heartbeat (it only logs).
+constexpr int kRestartWatchSeconds = 180;
+constexpr int kRestartWatchStep = 5;
 
 json message_body(const std::string& m) { return json{{"message", m}}; }
 json create_ok_body(const std::string& ip) {
@@ -101,6 +105,19 @@ std::map<int64_t, json> VmService::last_agent_reports() const {
   std::map<int64_t, json> out;
   for (const auto& [id, vm] : vms_)
     if (!vm->last_report.is_null()) out[id] = vm->last_report;
+  return out;
+}
+
+std::vector<monitor::VmGpuReport> VmService::gpu_reports() const {
+  std::vector<monitor::VmGpuReport> out;
+  for (const auto& [id, vm] : vms_) {
+    if (vm->gone || vm->state.gpu_pci_addresses.empty()) continue;
+    monitor::VmGpuReport r;
+    r.task_id = id;
+    r.gpu_pci_addresses = vm->state.gpu_pci_addresses;
+    if (vm->last_report.is_object() && vm->last_report.contains("gpus")) r.agent_gpus = vm->last_report["gpus"];
+    out.push_back(std::move(r));
+  }
   return out;
 }
 
@@ -501,6 +518,7 @@ asio::awaitable<void> VmService::restart_in_background(VmPtr vm) {
     ++vm->generation;
     vm->busy = false;
     spdlog::info("VM {} restarted: QEMU pid {}", id, vm->pid);
+    asio::co_spawn(ex_, restart_watch(vm, vm->generation), asio::detached);
     co_return;
   }
   // Problems go to the host as status (V8): the VM is down; free it.
@@ -515,6 +533,20 @@ asio::awaitable<void> VmService::restart_in_background(VmPtr vm) {
     spdlog::error("VM {}: cannot record the restart failure: {}", id, e.what());
   }
   if (!durable) co_await report(id, r, true);
+}
+
+asio::awaitable<void> VmService::restart_watch(VmPtr vm, std::uint64_t generation) {
+  const int64_t id = vm->state.task_id;
+  for (int waited = kRestartWatchStep; waited <= kRestartWatchSeconds; waited += kRestartWatchStep) {
+    if (!co_await stop_.sleep_for(std::chrono::seconds(kRestartWatchStep))) co_return;
+    if (vm->gone || vm->generation != generation) co_return;
+    if (vm->last_heartbeat) {
+      spdlog::info("VM {}: agent heartbeat within {} s of the restart", id, waited);
+      co_return;
+    }
+  }
+  spdlog::warn("VM {}: no agent heartbeat within {} s of the restart (the VM keeps running)", id,
+               kRestartWatchSeconds);
 }
 
 void VmService::stop() {

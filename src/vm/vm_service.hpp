@@ -22,6 +22,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <nlohmann/json.hpp>
 
+#include "monitor/gpu_remap.hpp"
 #include "api/router.hpp"
 #include "config/config.hpp"
 #include "service/stop_signal.hpp"
@@ -89,6 +90,9 @@ class VmService : public vps::VmBackend {
 
   // The last heartbeat bodies of running VMs (gpu_info remap, vm.md §2).
   std::map<int64_t, nlohmann::json> last_agent_reports() const;
+  // Per running VM: its passed-through PCI addresses and its agent's last
+  // `gpus` list, for the heartbeat's gpu_info remap (vm.md §2).
+  std::vector<monitor::VmGpuReport> gpu_reports() const;
 
  private:
   struct Vm {
@@ -123,6 +127,8 @@ class VmService : public vps::VmBackend {
   void release_network(const VmState& state);
   boost::asio::awaitable<void> watchdog(VmPtr vm, std::uint64_t generation, int seconds);
   boost::asio::awaitable<void> restart_in_background(VmPtr vm);
+  // §9: logs whether the restarted instance's agent came back.
+  boost::asio::awaitable<void> restart_watch(VmPtr vm, std::uint64_t generation);
   boost::asio::awaitable<std::string> ensure_network();
   boost::asio::awaitable<api::HttpResponse> qmp_pause(VmPtr vm, bool pause);
   // The agent's call is from this VM's address (V7).
