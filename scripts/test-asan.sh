@@ -5,8 +5,9 @@
 #   1. the unit tests,
 #   2. each fuzz target on its seed corpus (tests/fuzz/corpus/<target>) and
 #      then fuzzing for FUZZ_SECONDS (default 20),
-#   3. the end-to-end tests of the request, kill and outbox paths against the
-#      sanitized runner binary.
+#   3. the end-to-end tests of the request, kill and outbox paths, and of the
+#      tunnel relay and shutdown with open WebSockets, against the sanitized
+#      runner binary.
 # Any sanitizer report fails it. Extra arguments go to pytest.
 # --fuzz-only: build and run only the fuzz targets (they link the small
 # kr_parsers library, not the whole runner). Longer fuzzing by hand:
@@ -65,5 +66,10 @@ if [ "$fuzz_only" -eq 0 ]; then
   python3 -m pytest -q -p no:cacheprovider tests/e2e/test_tasks.py \
     -k "kill or report or host_down or undelivered or outbox" "$@" \
     || { echo "test-asan: end-to-end kill/outbox tests FAILED" >&2; rc=1; }
+  # Shutdown with open WebSocket connections (tunnels and forwards) and the
+  # tunnel relay itself (the unsanitized static tunnel-client from ./build).
+  python3 -m pytest -q -p no:cacheprovider tests/e2e/test_tunnel.py \
+    -k "exits_cleanly or 20mb or udp or client_restart or second_client" "$@" \
+    || { echo "test-asan: end-to-end tunnel tests FAILED" >&2; rc=1; }
 fi
 exit "$rc"

@@ -14,6 +14,7 @@
 
 #include "api/access_policy.hpp"
 #include "api/http_server.hpp"
+#include "common/owned_io_context.hpp"
 #include "api/router.hpp"
 #include "docker/docker_client.hpp"
 #include "fs/fs_service.hpp"
@@ -112,8 +113,9 @@ int run_runner(cli::RunnerLaunch& launch) {
   setup_logging(cfg);
   spdlog::info("Starting KohakuRiver Runner {} (config: {})", KR_VERSION, launch.config_source);
 
-  // Declared first so that it outlives every object bound to it.
-  asio::io_context io(1);
+  // Declared first so that it outlives every object bound to it; its pending
+  // handlers are destroyed before those objects (see OwnedIoContext).
+  OwnedIoContext io(1);
   prepare_directories(cfg);
 
   std::unique_ptr<store::StateStore> state;
@@ -266,6 +268,7 @@ int run_runner(cli::RunnerLaunch& launch) {
   if (watchdog) watchdog->start();
 
   io.run();
+  io.destroy_pending_handlers();
   spdlog::info("Runner stopped");
   // No spdlog::shutdown(): the one-off VM capability probe thread may still
   // be logging; the logger lives until static destruction.

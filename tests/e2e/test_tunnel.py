@@ -341,3 +341,57 @@ def test_gateway_listener_serves_tunnels_when_bound_to_loopback(tmp_path):
             stop_service(runner, tid)
         runner.stop()
         host.stop()
+
+
+SANITIZER_OR_HEAP_REPORTS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "corrupted", "double free",
+                             "free(): invalid", "malloc(): ")
+
+
+def test_runner_exits_cleanly_with_live_tunnels_and_forwards(tmp_path):
+    # A SIGTERM while WebSocket connections are open (a container's tunnel,
+    # a user forward with a transfer in flight, an idle forward) must end the
+    # runner with exit code 0 and no heap error: the suspended connection
+    # coroutines are destroyed at shutdown and must not touch objects that
+    # are already gone (seen once as glibc's "corrupted size vs. prev_size").
+    host = FixtureHost().start()
+    runner = RunnerProcess(tmp_path, host, runner_overrides(), [], None).start()
+    tid = None
+    fwds = []
+    try:
+        runner.wait_listening()
+        host.wait_for("register", timeout=10)
+        www = share_dir(runner) / "www"
+        www.mkdir()
+        with open(www / "huge.bin", "wb") as f:
+            f.truncate(200 * MB)
+        tid, container = start_service(runner, host, f"{BUSYBOX} httpd -f -p 8080 -h /shared/www")
+        wait_port_in_container(container, 8080)
+        busy = Forward(runner.port, container, 8080, read=False)  # never reads: back-pressure held
+        fwds.append(busy)
+        busy.connect(1, 8080)
+        busy.send(1, b"GET /huge.bin HTTP/1.0\r\nHost: x\r\n\r\n")
+        idle = Forward(runner.port, container, 8080)
+        fwds.append(idle)
+        idle.connect(2, 8080)
+        idle.send(2, b"GET /huge.bin HTTP/1.0\r\n")  # request left unfinished: connection stays open
+        assert busy.ws.recv()[0] == "binary"  # the transfer is flowing
+        time.sleep(1)
+        rc = runner.stop(signal.SIGTERM, timeout=20)
+        log = runner.output()
+        assert rc == 0, f"runner exited with {rc} after SIGTERM:\n{log[-4000:]}"
+        for word in SANITIZER_OR_HEAP_REPORTS:
+            assert word not in log, f"{word!r} in the runner's log:\n{log[-6000:]}"
+    finally:
+        for f in fwds:
+            try:
+                f.ws.abort()
+            except OSError:
+                pass
+        if tid is not None:
+            if runner.proc.poll() is not None:
+                runner = RunnerProcess(tmp_path, host, dict(runner_overrides(), RUNNER_PORT=runner.port), [], None)
+                runner.start()
+                runner.wait_listening()
+            stop_service(runner, tid)
+        runner.stop()
+        host.stop()
