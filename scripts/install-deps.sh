@@ -5,8 +5,8 @@ set -euo pipefail
 
 BUILD_PKGS=(g++ cmake ninja-build ccache pkg-config
   libboost1.81-dev nlohmann-json3-dev libcli11-dev libspdlog-dev
-  libsqlite3-dev libnl-route-3-dev libssl-dev prometheus-cpp-dev)
-TEST_PKGS=(libgtest-dev googletest docker.io busybox-static iproute2 procps debootstrap openssh-client iptables iputils-ping
+  libsqlite3-dev libnl-route-3-dev libssl-dev libssh-dev prometheus-cpp-dev)
+TEST_PKGS=(libgtest-dev googletest docker.io busybox-static iproute2 procps debootstrap openssh-client openssh-server inotify-tools iptables iputils-ping
   qemu-system-x86 qemu-utils genisoimage python3-yaml
   python3-prometheus-client dpkg-dev
   clang libclang-rt-14-dev)  # ASan/UBSan + libFuzzer build (scripts/test-asan.sh)

@@ -23,11 +23,17 @@ boost::asio::awaitable<TargetLookup> resolve_container(store::StateStore& store,
   std::optional<store::TaskRecord> rec = co_await store.get_task(task_id);
   if (!rec) co_return fail(404, "Task " + id + " not found on this runner.");
   if (rec->kind == "vm" || rec->container_name.rfind("vm-", 0) == 0) {
-    // VM access over SSH (execution.md §6.3, §7.4) belongs to the VM work.
+    // VM access over SSH (execution.md §6.3, §7.4).
     auto extra = nlohmann::json::parse(rec->extra_json, nullptr, false);
-    if (!extra.is_object() || !extra.contains("vm_ip") || !extra["vm_ip"].is_string())
+    if (!extra.is_object() || !extra.contains("vm_ip") || !extra["vm_ip"].is_string() ||
+        extra["vm_ip"].get_ref<const std::string&>().empty())
       co_return fail(500, "VM " + id + " has no IP address.");
-    co_return fail(501, "VM " + id + ": filesystem and terminal access over SSH is not available in this runner yet.");
+    ContainerTarget t;
+    t.task_id = task_id;
+    t.vm_ip = extra["vm_ip"].get<std::string>();
+    TargetLookup r;
+    r.target = std::move(t);
+    co_return r;
   }
   if (rec->container_name.empty()) co_return fail(404, "Task " + id + " has no container.");
   nlohmann::json info;

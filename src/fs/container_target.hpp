@@ -1,7 +1,8 @@
 #pragma once
 // Which container a filesystem/terminal/watch request for a task id talks
 // to (execution.md §6.1 "Task resolution", §7.1 steps 2–4): the runner's
-// store record, then the container's state from Docker.
+// store record, then the container's state from Docker; for a VM record
+// its address (commands then go over SSH, §6.3).
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -24,6 +25,10 @@ struct ContainerTarget {
   std::vector<std::string> mounts;  // mount destinations inside the container
   std::string user;                 // Config.User: whom execs run as ("" = image default, root)
   std::vector<std::string> tmpfs;   // tmpfs mount destinations (HostConfig.Tmpfs, Mounts of type tmpfs)
+  // A VM (vm-<id> record): commands run over SSH to this address as root
+  // with the runner key (execution.md §6.3, §7.4); `container` is empty.
+  std::string vm_ip;
+  bool is_vm() const { return !vm_ip.empty(); }
 };
 
 struct TargetLookup {

@@ -14,6 +14,7 @@
 #include "fs/fs_archive.hpp"
 #include "fs/fs_parse.hpp"
 #include "fs/fs_paths.hpp"
+#include "fs/target_exec.hpp"
 #include "store/state_store.hpp"
 
 namespace kr::fs {
@@ -226,7 +227,7 @@ asio::awaitable<docker::ExecResult> FsService::run(const ContainerTarget& t, std
     throw DockerError(DockerError::Kind::Timeout, 0, "filesystem operation deadline passed");
   o.stdin_data = std::move(stdin_data);
   o.max_stdout = static_cast<std::size_t>(kMaxReadBytes) + (1u << 20);
-  co_return co_await docker::run_exec(docker_, t.container, std::move(cmd), std::move(o));
+  co_return co_await run_in_target(docker_, t, std::move(cmd), std::move(o));
 }
 
 // ---- list ------------------------------------------------------------------
@@ -274,23 +275,27 @@ asio::awaitable<HttpResponse> FsService::read(HttpRequest& req, Clock::time_poin
   auto look = co_await resolve_container(store_, docker_, *id);
   if (!look.target) co_return HttpResponse::detail(look.status, look.message);
 
-  // A regular file (or a directory) the archive API sees as the exec would.
-  // Asked for base64: the answer is encoded while the file arrives.
-  const auto t0 = Clock::now();
-  std::optional<Base64Answer> answer;
-  if (encoding == "base64") answer.emplace(read_head(n));
-  auto fast = co_await read_via_archive(docker_, *look.target, n, limit, time_left(end), answer ? &*answer : nullptr);
-  if (fast.kind == ArchiveRead::Directory) co_return HttpResponse::detail(400, "Cannot read directory: " + n);
-  if (fast.kind == ArchiveRead::File) {
-    const auto t1 = Clock::now();
-    std::optional<std::string> built;
-    if (answer) built = answer->finish();
-    auto res = built ? HttpResponse{200, std::move(*built), "application/json", {}}
-                     : read_response(n, std::move(fast.content), encoding == "utf-8", fast.truncated);
-    spdlog::debug("fs read: archive read in {} us, answer built in {} us",
-                  std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count(),
-                  std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t1).count());
-    co_return res;
+  // A regular file (or a directory) the archive API sees as the exec would
+  // (containers only: a VM has no archive API). Asked for base64: the
+  // answer is encoded while the file arrives.
+  if (!look.target->is_vm()) {
+    const auto t0 = Clock::now();
+    std::optional<Base64Answer> answer;
+    if (encoding == "base64") answer.emplace(read_head(n));
+    auto fast =
+        co_await read_via_archive(docker_, *look.target, n, limit, time_left(end), answer ? &*answer : nullptr);
+    if (fast.kind == ArchiveRead::Directory) co_return HttpResponse::detail(400, "Cannot read directory: " + n);
+    if (fast.kind == ArchiveRead::File) {
+      const auto t1 = Clock::now();
+      std::optional<std::string> built;
+      if (answer) built = answer->finish();
+      auto res = built ? HttpResponse{200, std::move(*built), "application/json", {}}
+                       : read_response(n, std::move(fast.content), encoding == "utf-8", fast.truncated);
+      spdlog::debug("fs read: archive read in {} us, answer built in {} us",
+                    std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count(),
+                    std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t1).count());
+      co_return res;
+    }
   }
 
   auto st = co_await run(*look.target, stat_type_size_argv(n, true), end);
@@ -371,7 +376,8 @@ asio::awaitable<HttpResponse> FsService::write(HttpRequest& req, Clock::time_poi
   // The archive API where it sees what an exec would (fs/fs_archive.hpp);
   // it needs the directory to exist, so `mkdir -p` runs only when missing.
   bool parents_made = false;
-  auto fast = co_await write_via_archive(docker_, *look.target, n, wc, time_left(end));
+  auto fast = ArchiveWrite::UseExec;
+  if (!look.target->is_vm()) fast = co_await write_via_archive(docker_, *look.target, n, wc, time_left(end));
   if (fast == ArchiveWrite::ParentMissing && make_parents) {
     std::vector<std::string> argv = {"mkdir", "-p", dir};
     auto m = co_await run(*look.target, std::move(argv), end);

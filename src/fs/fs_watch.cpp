@@ -14,6 +14,8 @@
 #include "fs/fs_parse.hpp"
 #include "fs/fs_paths.hpp"
 #include "fs/fs_service.hpp"
+#include "fs/target_exec.hpp"
+#include "vm/ssh_stream.hpp"
 
 namespace kr::fs {
 
@@ -57,26 +59,26 @@ docker::RunOptions quick() {
   return o;
 }
 
-// inotifywait's stdout -> change messages, until the stream ends or the
-// client is gone.
-// `watching` goes out once inotifywait reports "Watches established." on
-// stderr (or before its first event, or when it exits): a client that acts
-// on `watching` must not lose the events of its first change.
-asio::awaitable<void> pump_inotify(api::WebSocket* ws, std::shared_ptr<docker::ExecStream> stream,
-                                   std::shared_ptr<DoneFlag> done, std::string watching) {
-  docker::StreamDemuxer demux;
+// inotifywait's output -> messages. `watching` goes out once inotifywait
+// reports "Watches established." on stderr (or before its first event, or
+// when it exits): a client that acts on `watching` must not lose the
+// events of its first change.
+struct InotifyParser {
+  explicit InotifyParser(std::string w) : watching(std::move(w)) {}
+  std::string watching;
   Utf8StreamDecoder utf8;
   std::string line_buf;
   std::string banner;
   bool announced = false;
   std::vector<std::string> out;
-  auto announce = [&] {
+
+  void announce() {
     if (announced) return;
     announced = true;
     out.push_back(std::move(watching));
-  };
-  docker::StreamDemuxer::Sink sink = [&](docker::StdStream s, std::string_view payload) {
-    if (s != docker::StdStream::Stdout) {  // banners go to stderr
+  }
+  void feed(bool is_stdout, std::string_view payload) {
+    if (!is_stdout) {  // banners go to stderr
       if (!announced) {
         banner.append(payload.substr(0, 4096));
         if (banner.find("Watches established") != std::string::npos) announce();
@@ -93,6 +95,32 @@ asio::awaitable<void> pump_inotify(api::WebSocket* ws, std::shared_ptr<docker::E
       line_buf.erase(0, nl + 1);
     }
     if (line_buf.size() > (1u << 20)) line_buf.clear();  // no newline in 1 MiB: not inotifywait
+  }
+  // Sends what is queued; false when the client is gone.
+  asio::awaitable<bool> flush(api::WebSocket* ws) {
+    bool ok = true;
+    for (auto& m : out)
+      if (!co_await ws->send(std::move(m))) ok = false;
+    out.clear();
+    co_return ok;
+  }
+};
+
+// The stream ended (inotifywait exited): end the session, which also wakes
+// the client loop's read.
+asio::awaitable<void> end_inotify(api::WebSocket* ws, InotifyParser& p, bool ok, std::shared_ptr<DoneFlag> done) {
+  if (ok && !p.announced && ws->is_open()) co_await ws->send(std::move(p.watching));
+  if (ws->is_open()) co_await ws->close(api::ws_close::kNormal, {});
+  done->done = true;
+}
+
+// Docker: the exec stream is multiplexed (D-INOTIFY: demultiplexed here).
+asio::awaitable<void> pump_inotify(api::WebSocket* ws, std::shared_ptr<docker::ExecStream> stream,
+                                   std::shared_ptr<DoneFlag> done, std::string watching) {
+  docker::StreamDemuxer demux;
+  InotifyParser p(std::move(watching));
+  docker::StreamDemuxer::Sink sink = [&p](docker::StdStream s, std::string_view payload) {
+    p.feed(s == docker::StdStream::Stdout, payload);
   };
   bool ok = true;
   while (ok) {
@@ -104,61 +132,70 @@ asio::awaitable<void> pump_inotify(api::WebSocket* ws, std::shared_ptr<docker::E
       spdlog::warn("watch: bad exec stream: {}", e.what());
       break;
     }
-    for (auto& m : out)
-      if (!co_await ws->send(std::move(m))) ok = false;
-    out.clear();
+    ok = co_await p.flush(ws);
   }
-  // The stream ended (inotifywait exited): end the session, which also
-  // wakes the client loop's read.
-  if (ok && !announced && ws->is_open()) co_await ws->send(std::move(watching));
-  if (ws->is_open()) co_await ws->close(api::ws_close::kNormal, {});
-  done->done = true;
+  co_await end_inotify(ws, p, ok, done);
+}
+
+// VM: stdout and stderr arrive apart on the SSH channel.
+asio::awaitable<void> pump_inotify_ssh(api::WebSocket* ws, std::shared_ptr<vm::SshStream> stream,
+                                       std::shared_ptr<DoneFlag> done, std::string watching) {
+  InotifyParser p(std::move(watching));
+  bool ok = true;
+  while (ok) {
+    auto chunk = co_await stream->read();
+    if (!chunk) break;
+    p.feed(!chunk->is_stderr, chunk->data);
+    ok = co_await p.flush(ws);
+  }
+  co_await end_inotify(ws, p, ok, done);
 }
 
 struct Snapshot {
   std::map<std::string, std::string> entries;
 };
 
-asio::awaitable<Snapshot> scan(docker::DockerClient* docker, std::string container, std::string path) {
+asio::awaitable<Snapshot> scan(docker::DockerClient* docker, ContainerTarget t, std::string path) {
   Snapshot s;
-  auto r = co_await docker::run_exec(*docker, container, find_snapshot_argv(path, true), quick());
+  auto r = co_await run_in_target(*docker, t, find_snapshot_argv(path, true), quick());
   if (r.exit_code == 0) {
     s.entries = parse_find_snapshot(r.out, true);
     co_return s;
   }
   // BusyBox find has no -printf: stat gives the mtime instead (seconds).
   std::vector<std::string> argv = {"find", path, "-maxdepth", "3", "-exec", "stat", "-c", "%n|%Y", "{}", "+"};
-  r = co_await docker::run_exec(*docker, container, std::move(argv), quick());
+  r = co_await run_in_target(*docker, t, std::move(argv), quick());
   if (r.exit_code == 0) {
     s.entries = parse_find_snapshot(r.out, true);
     co_return s;
   }
-  r = co_await docker::run_exec(*docker, container, find_snapshot_argv(path, false), quick());
+  r = co_await run_in_target(*docker, t, find_snapshot_argv(path, false), quick());
   if (r.exit_code == 0) s.entries = parse_find_snapshot(r.out, false);
   co_return s;
 }
 
-asio::awaitable<bool> is_dir(docker::DockerClient* docker, std::string container, std::string path) {
+asio::awaitable<bool> is_dir(docker::DockerClient* docker, ContainerTarget t, std::string path) {
   if (!path.empty() && path.back() == '/') co_return true;
   std::vector<std::string> argv = {"test", "-d", path};
-  auto r = co_await docker::run_exec(*docker, container, std::move(argv), quick());
+  auto r = co_await run_in_target(*docker, t, std::move(argv), quick());
   co_return r.exit_code == 0;
 }
 
-asio::awaitable<void> poll_loop(api::WebSocket* ws, docker::DockerClient* docker, std::string container,
+asio::awaitable<void> poll_loop(api::WebSocket* ws, docker::DockerClient* docker, ContainerTarget target,
                                 std::vector<std::string> paths, std::shared_ptr<DoneFlag> stop,
                                 std::shared_ptr<DoneFlag> done) {
   std::map<std::string, Snapshot> prev;
+  const std::string container = target.is_vm() ? "vm-" + std::to_string(target.task_id) : target.container;
   bool failed = false;
   try {
-    for (const auto& p : paths) prev[p] = co_await scan(docker, container, p);
+    for (const auto& p : paths) prev[p] = co_await scan(docker, target, p);
     while (!stop->done && ws->is_open()) {
       co_await sleep_unless(kPollInterval, stop);
       if (stop->done) break;
       for (const auto& p : paths) {
         Snapshot cur;
         try {
-          cur = co_await scan(docker, container, p);
+          cur = co_await scan(docker, target, p);
         } catch (const DockerError& e) {
           spdlog::warn("watch {}: scan of {} failed: {}", container, p, e.message);
           continue;
@@ -173,13 +210,13 @@ asio::awaitable<void> poll_loop(api::WebSocket* ws, docker::DockerClient* docker
         for (const auto& [k, v] : old)
           if (!cur.entries.count(k)) deleted.push_back(k);
         for (const auto& k : created) {
-          bool d = co_await is_dir(docker, container, k);
+          bool d = co_await is_dir(docker, target, k);
           if (!co_await ws->send(change_msg("CREATE", k, d))) stop->done = true;
         }
         for (const auto& k : deleted)
           if (!co_await ws->send(change_msg("DELETE", k, false))) stop->done = true;
         for (const auto& k : modified) {
-          bool d = co_await is_dir(docker, container, k);
+          bool d = co_await is_dir(docker, target, k);
           if (!co_await ws->send(change_msg("MODIFY", k, d))) stop->done = true;
         }
         prev[p] = std::move(cur);
@@ -218,7 +255,8 @@ asio::awaitable<void> FsService::watch(api::WebSocket& ws) {
     co_await ws.send(error_msg(message));
     co_return;
   }
-  const std::string container = look.target->container;
+  const ContainerTarget target = *look.target;
+  const std::string container = target.is_vm() ? "vm-" + std::to_string(target.task_id) : target.container;
   auto q = ws.request().query_params.find("paths");
   std::vector<std::string> requested =
       split_watch_paths(q == ws.request().query_params.end() ? std::string_view() : std::string_view(q->second));
@@ -231,7 +269,7 @@ asio::awaitable<void> FsService::watch(api::WebSocket& ws) {
     }
     std::vector<std::string> argv = {"test", "-d", n};
     try {
-      auto r = co_await docker::run_exec(docker_, container, std::move(argv), quick());
+      auto r = co_await run_in_target(docker_, target, std::move(argv), quick());
       if (r.exit_code == 0) valid.push_back(n);
     } catch (const DockerError& e) {
       spdlog::warn("watch {}: checking {} failed: {}", container, n, e.message);
@@ -242,13 +280,35 @@ asio::awaitable<void> FsService::watch(api::WebSocket& ws) {
     co_return;
   }
   std::vector<std::string> which = {"which", "inotifywait"};
-  auto probe = co_await docker::run_exec(docker_, container, std::move(which), quick());
+  auto probe = co_await run_in_target(docker_, target, std::move(which), quick());
   const bool inotify = probe.exit_code == 0;
   if (!inotify) co_await ws.send(watching_msg(valid, inotify));
 
   auto producer_done = std::make_shared<DoneFlag>();
   auto ex = co_await asio::this_coro::executor;
-  if (inotify) {
+  if (inotify && target.is_vm()) {
+    std::shared_ptr<vm::SshStream> stream;
+    std::string why;
+    try {
+      vm::SshStreamSpec spec;
+      spec.target.host = target.vm_ip;
+      spec.target.key = vm::runner_key_path();
+      spec.command = vm::join_command(inotify_argv(valid));
+      stream = co_await vm::SshStream::open(std::move(spec));
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+    if (!stream) {
+      spdlog::warn("watch {}: inotifywait did not start: {}", container, why);
+      co_await ws.send(watching_msg(valid, inotify));
+      co_await ws.send(error_msg("Failed to get socket for inotifywait."));
+      co_return;
+    }
+    asio::co_spawn(ex, pump_inotify_ssh(&ws, stream, producer_done, watching_msg(valid, inotify)), asio::detached);
+    co_await client_loop(ws, producer_done);
+    stream->close();  // closing the channel ends inotifywait (SIGHUP/SIGPIPE)
+    co_await wait_until_done(producer_done);
+  } else if (inotify) {
     std::shared_ptr<docker::ExecStream> stream;
     std::string exec_id;
     try {
@@ -271,7 +331,7 @@ asio::awaitable<void> FsService::watch(api::WebSocket& ws) {
     co_await docker::kill_exec(docker_, exec_id, std::chrono::milliseconds(0));  // inotifywait too
   } else {
     auto stop = std::make_shared<DoneFlag>();
-    asio::co_spawn(ex, poll_loop(&ws, &docker_, container, valid, stop, producer_done), asio::detached);
+    asio::co_spawn(ex, poll_loop(&ws, &docker_, target, valid, stop, producer_done), asio::detached);
     co_await client_loop(ws, producer_done);
     stop->done = true;
     co_await wait_until_done(producer_done);

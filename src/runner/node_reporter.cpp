@@ -58,7 +58,11 @@ boost::asio::awaitable<json> NodeReporterImpl::heartbeat_fields() {
   json gpu_info = json::array();
   if (gpus_) gpu_info = co_await gpus_->sample(kGpuDeadline);
   const monitor::VmCapability* cap = vm_capability_if_ready();
-  if (cap && !cap->vfio_gpus.empty()) gpu_info = monitor::remap_gpu_info_for_vfio(gpu_info, cap->vfio_gpus);
+  if (cap && !cap->vfio_gpus.empty()) {
+    monitor::VmGpuStatsByPci vm_stats;
+    if (vm_gpu_reports_) vm_stats = monitor::pair_vm_gpu_stats(vm_gpu_reports_(), cap->vfio_gpus);
+    gpu_info = monitor::remap_gpu_info_for_vfio(gpu_info, cap->vfio_gpus, vm_stats);
+  }
   body["gpu_info"] = std::move(gpu_info);
   body["vm_capable"] = cap ? cap->vm_capable : false;
   body["vfio_gpus"] = cap ? monitor::vfio_gpus_json(cap->vfio_gpus) : json(nullptr);

@@ -2,6 +2,8 @@
 
 #include <ctime>
 #include <filesystem>
+#include <fstream>
+#include <thread>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -33,6 +35,7 @@
 #include "tunnel/gateway_listener.hpp"
 #include "tunnel/tunnel_hub.hpp"
 #include "terminal/terminal_service.hpp"
+#include "vm/vfio.hpp"
 #include "vm/vm_service.hpp"
 #include "vps/vps_manager.hpp"
 
@@ -108,6 +111,30 @@ json health_body(bool registered, std::size_t tasks, std::size_t reports_pending
 
 }  // namespace
 
+// vm.md §12.4 with V21: once, after the first successful registration, and
+// only when VFIO GPUs were found. On its own thread: it waits for the VM
+// capability probe and runs lspci/setpci (blocking, 5 s each).
+static void start_acs_override(const config::RunnerConfig& cfg) {
+  const auto options = monitor::vm_capability_options(cfg.vm_qemu_accel, cfg.vm_firmware);
+  std::thread([options] {
+    const auto& cap = monitor::vm_capability(options);
+    if (!vm::acs_override_wanted(true, cap.vfio_gpus)) {
+      spdlog::debug("ACS override skipped: no VFIO GPUs on this node");
+      return;
+    }
+    const auto r = vm::apply_acs_override(vm::run_acs_tool);
+    spdlog::info("ACS override: {} root port(s), {} PLX switch(es), {} PCI bridge(s), {} error(s)", r.root_ports,
+                 r.plx_switches, r.pci_bridges, r.errors.size());
+    for (const auto& e : r.errors) spdlog::warn("ACS override: {}", e);
+    std::ifstream cmdline("/proc/cmdline");
+    std::string line;
+    std::getline(cmdline, line);
+    if (line.find("pcie_acs_override") == std::string::npos)
+      spdlog::info("ACS override: the kernel command line has no pcie_acs_override=, so the writes may not split "
+                   "IOMMU groups");
+  }).detach();
+}
+
 int run_runner(cli::RunnerLaunch& launch) {
   const config::RunnerConfig& cfg = launch.config;
   setup_logging(cfg);
@@ -149,7 +176,14 @@ int run_runner(cli::RunnerLaunch& launch) {
   });
 
   overlay::OverlayManager overlay(io.get_executor(), cfg, docker, [&link] { return link.runner_url(); });
-  link.set_on_registered([&overlay](const json& reply, bool) { overlay.on_registration(reply); });
+  bool acs_started = false;
+  link.set_on_registered([&overlay, &cfg, &acs_started](const json& reply, bool) {
+    overlay.on_registration(reply);
+    if (!acs_started && cfg.vm_acs_override) {
+      acs_started = true;
+      start_acs_override(cfg);
+    }
+  });
 
   std::map<int64_t, std::vector<int>> numa_cpus;
   if (const auto& topo = reporter.numa_topology())
@@ -161,6 +195,7 @@ int run_runner(cli::RunnerLaunch& launch) {
                                                                      link.hostname(), find_tunnel_client(cfg)});
   vm::VmService vm_service(io.get_executor(), vm::VmServiceDeps{cfg, *state, outbox, {}});
   vps_manager.set_vm_backend(&vm_service);  // vps_backend "qemu" and vm-<id> records
+  reporter.set_vm_gpu_reports([&vm_service] { return vm_service.gpu_reports(); });
   running_tasks = [&] {
     auto ids = task_manager.running_task_ids();
     auto vps_ids = vps_manager.running_vps_ids();
@@ -200,6 +235,8 @@ int run_runner(cli::RunnerLaunch& launch) {
   hub_options.container_addresses = [&docker](std::string id) {
     return tunnel::container_addresses(docker, std::move(id));
   };
+  hub_options.vm_forward = [&vm_service](api::WebSocket& ws, std::string id, std::uint16_t port,
+                                         tunnel::Proto proto) { return vm_service.forward(ws, std::move(id), port, proto); };
   tunnel::TunnelHub tunnel_hub(io.get_executor(), std::move(hub_options));
   tunnel::add_tunnel_routes(router, tunnel_hub);
   std::optional<tunnel::GatewayListener> gateway_listener;  // T11

@@ -12,6 +12,7 @@
 #include "docker/docker_error.hpp"
 #include "docker/exec.hpp"
 #include "fs/container_target.hpp"
+#include "vm/ssh_stream.hpp"
 
 namespace kr::terminal {
 
@@ -96,6 +97,92 @@ asio::awaitable<bool> handle_client_message(docker::DockerClient& docker, const 
   co_return true;
 }
 
+
+// ---- VMs (execution.md §7.4): an interactive shell over SSH ---------------
+
+struct VmShared {
+  std::unique_ptr<vm::SshStream> stream;
+  bool first_message_seen = false;
+  std::shared_ptr<DoneFlag> pump_done = std::make_shared<DoneFlag>();
+};
+
+asio::awaitable<void> pump_vm_output(api::WebSocket* ws, std::shared_ptr<VmShared> sh) {
+  const auto start = std::chrono::steady_clock::now();
+  asio::steady_timer t(co_await asio::this_coro::executor);
+  while (!sh->first_message_seen && std::chrono::steady_clock::now() - start < kFirstMessageWait &&
+         ws->is_open()) {
+    t.expires_after(std::chrono::milliseconds(10));
+    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  bool ok = co_await ws->send(frame("output", ""));  // ready acknowledgement
+  Utf8StreamDecoder utf8;
+  while (ok) {
+    auto chunk = co_await sh->stream->read();
+    if (!chunk) break;
+    for (std::size_t off = 0; ok && off < chunk->data.size(); off += kReadChunk) {
+      std::string text = utf8.feed(std::string_view(chunk->data).substr(off, kReadChunk));
+      if (!text.empty()) ok = co_await ws->send(frame("output", text));
+    }
+  }
+  std::string rest = utf8.finish();
+  if (ok && !rest.empty()) co_await ws->send(frame("output", rest));
+  const std::string why = sh->stream->end_error();
+  if (ok && !why.empty() && ws->is_open()) co_await ws->send(frame("error", "Error: " + why + "\r\n"));
+  if (ws->is_open()) co_await ws->close(api::ws_close::kNormal, {});
+  sh->pump_done->done = true;
+}
+
+// Same message protocol as the Docker path (input, resize; invalid JSON
+// ignored); false when the message's shape ends the session.
+bool handle_vm_message(vm::SshStream& stream, const api::WsMessage& m) {
+  if (m.binary) return true;
+  auto j = json::parse(m.data, nullptr, false);
+  if (j.is_discarded()) return true;
+  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) return false;
+  const std::string type = j["type"].get<std::string>();
+  if (type == "input") {
+    if (j.contains("data") && j["data"].is_string()) stream.write(j["data"].get<std::string>());
+  } else if (type == "resize") {
+    auto num = [&](const char* k) -> int {
+      if (!j.contains(k) || !j[k].is_number_integer()) return 0;
+      return static_cast<int>(std::clamp<std::int64_t>(j[k].get<std::int64_t>(), 0, 10000));
+    };
+    const int rows = num("rows"), cols = num("cols");
+    if (rows > 0 && cols > 0) stream.resize(rows, cols);
+  }
+  return true;
+}
+
+asio::awaitable<void> vm_session(api::WebSocket& ws, std::int64_t id, std::string vm_ip) {
+  auto sh = std::make_shared<VmShared>();
+  std::string why;
+  try {
+    vm::SshStreamSpec spec;
+    spec.target.host = vm_ip;
+    spec.target.key = vm::runner_key_path();
+    spec.connect_timeout = std::chrono::seconds(15);
+    sh->stream = co_await vm::SshStream::open(std::move(spec));  // 80x24 until the client's resize
+  } catch (const std::exception& e) {
+    why = e.what();
+  }
+  if (!sh->stream) {
+    co_await ws.send(frame("error", "SSH connection failed: " + why));
+    co_await ws.close(api::ws_close::kInternalError, {});
+    co_return;
+  }
+  spdlog::info("Terminal opened for VM {} ({})", id, vm_ip);
+  asio::co_spawn(co_await asio::this_coro::executor, pump_vm_output(&ws, sh), asio::detached);
+  for (;;) {
+    auto m = co_await ws.read();
+    if (!m) break;
+    sh->first_message_seen = true;
+    if (!handle_vm_message(*sh->stream, *m)) break;
+  }
+  sh->stream->close();  // the channel's close hangs up the remote shell
+  co_await wait_until_done(sh->pump_done);
+  spdlog::info("Terminal closed for VM {}", id);
+}
+
 }  // namespace
 
 TerminalService::TerminalService(docker::DockerClient& docker, store::StateStore& store)
@@ -122,6 +209,10 @@ asio::awaitable<void> TerminalService::session(api::WebSocket& ws) {
     co_await ws.send(frame("error", look.message));
     const bool internal = look.docker_unreachable || look.status >= 500;
     co_await ws.close(internal ? api::ws_close::kInternalError : api::ws_close::kPolicy, {});
+    co_return;
+  }
+  if (look.target->is_vm()) {
+    co_await vm_session(ws, id, look.target->vm_ip);
     co_return;
   }
   const std::string container = look.target->container;

@@ -233,4 +233,43 @@ std::vector<AcsCommand> acs_override_commands(std::string_view lspci_all, std::s
   return out;
 }
 
+AcsOverrideResult apply_acs_override(const AcsRunner& run) {
+  AcsOverrideResult r;
+  const auto all = run({"lspci"});
+  if (all.exit_code != 0) {
+    r.errors.push_back("lspci failed: " + all.output.substr(0, 200));
+    return r;
+  }
+  const auto plx = run({"lspci", "-d", "10b5:"});
+  if (plx.exit_code != 0) r.errors.push_back("lspci -d 10b5: failed: " + plx.output.substr(0, 200));
+  std::string last_plx;
+  for (const auto& cmd : acs_override_commands(all.output, plx.exit_code == 0 ? plx.output : "")) {
+    const auto res = run(cmd.argv);
+    const std::string& addr = cmd.argv[2];
+    switch (cmd.kind) {
+      case AcsCommand::Kind::PlxSwitch:
+        if (addr != last_plx) ++r.plx_switches;
+        last_plx = addr;
+        break;
+      case AcsCommand::Kind::RootPort:
+      case AcsCommand::Kind::PciBridge:
+        if (res.exit_code == 0) {
+          ++(cmd.kind == AcsCommand::Kind::RootPort ? r.root_ports : r.pci_bridges);
+        } else {
+          r.errors.push_back("setpci -s " + addr + " failed: " + res.output.substr(0, 200));
+        }
+        break;
+    }
+  }
+  return r;
+}
+
+AcsRunResult run_acs_tool(const std::vector<std::string>& argv) {
+  ProcessOptions opts;
+  opts.timeout = std::chrono::seconds(5);
+  auto res = run_process(argv, opts);
+  if (res.timed_out) res.output = "timed out after 5 s";
+  return {res.exit_code, std::move(res.output)};
+}
+
 }  // namespace kr::vm

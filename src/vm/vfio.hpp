@@ -101,4 +101,25 @@ struct AcsCommand {
 };
 std::vector<AcsCommand> acs_override_commands(std::string_view lspci_all, std::string_view lspci_plx);
 
+// What one ACS override pass did (§12.4): root ports and bridges counted
+// when their write succeeded, PLX switches counted per device (their three
+// writes' results are ignored, as upstream), errors in words.
+struct AcsOverrideResult {
+  int root_ports = 0;
+  int plx_switches = 0;
+  int pci_bridges = 0;
+  std::vector<std::string> errors;
+};
+// Runs `lspci`, `lspci -d 10b5:` and the setpci writes through `run` (argv →
+// exit code and output; blocking, 5 s each in production). A failing lspci
+// is an error and ends the pass.
+struct AcsRunResult {
+  int exit_code = -1;
+  std::string output;
+};
+using AcsRunner = std::function<AcsRunResult(const std::vector<std::string>& argv)>;
+AcsOverrideResult apply_acs_override(const AcsRunner& run);
+// The production runner: vm/process run_process with a 5 s timeout.
+AcsRunResult run_acs_tool(const std::vector<std::string>& argv);
+
 }  // namespace kr::vm

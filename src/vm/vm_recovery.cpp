@@ -13,6 +13,7 @@
 #include "vm/process.hpp"
 #include "vm/vfio.hpp"
 #include "vm/vm_service.hpp"
+#include "vm/ssh_client.hpp"
 
 namespace kr::vm {
 
@@ -67,6 +68,10 @@ std::vector<Found> survey(std::vector<Found> from_store, const fs::path& instanc
 void VmService::start() { asio::co_spawn(ex_, recover(), asio::detached); }
 
 asio::awaitable<void> VmService::recover() {
+  // The runner's SSH key (vm.md §1): made at startup when missing, so the
+  // first VM's seed carries it and terminal/filesystem access works.
+  auto make_key = [] { return runner_public_key_line(); };
+  if (!(co_await run_blocking(make_key)).empty()) spdlog::debug("runner SSH key: {}", runner_key_path().string());
   std::vector<Found> found;
   std::optional<std::string> error;
   try {

@@ -14,6 +14,7 @@
 #include "common/blocking.hpp"
 #include "vm/process.hpp"
 #include "vm/vm_service.hpp"
+#include "vm/vm_forward.hpp"
 
 namespace kr::vm {
 
@@ -308,6 +309,24 @@ asio::awaitable<HttpResponse> VmService::delete_instance_route(HttpRequest& req)
   if (rec && rec->kind == "vm") co_await deps_.store.delete_task(*id);
   spdlog::info("VM instance {} deleted ({} bytes freed)", *id, freed);
   co_return HttpResponse::json(200, deleted_body(*id, freed));
+}
+
+asio::awaitable<void> VmService::forward(api::WebSocket& ws, std::string container_id, std::uint16_t port,
+                                         tunnel::Proto proto) {
+  // vm-{task_id}; the VM must be tracked and have its address.
+  std::string ip;
+  const std::string digits = container_id.substr(3);
+  if (!digits.empty() && digits.size() <= 18 &&
+      digits.find_first_not_of("0123456789") == std::string::npos) {
+    auto it = vms_.find(std::stoll(digits));
+    if (it != vms_.end() && !it->second->gone) ip = it->second->state.vm_ip;
+  }
+  if (ip.empty()) {
+    co_await ws.send("Error: Cannot resolve VM target: " + container_id, false);
+    co_await ws.close(api::ws_close::kInternalError);
+    co_return;
+  }
+  co_await serve_vm_forward(ws, ip, port, proto);
 }
 
 }  // namespace kr::vm

@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/blocking.hpp"
+#include "vm/ssh_client.hpp"
 #include "common/datetime.hpp"
 #include "host_link/status_update.hpp"
 #include "monitor/vm_capability.hpp"
@@ -34,6 +35,10 @@ namespace {
 // Restart: the host's vm-restart call has a 15 s timeout and the restart
 // runs after the reply (V8); the powerdown wait is capped there.
 constexpr std::chrono::seconds kMaxRestartGrace{20};
+// §9 restart watchdog: how long and how often to look for the restarted
+// instance's first heartbeat (it only logs).
+constexpr int kRestartWatchSeconds = 180;
+constexpr int kRestartWatchStep = 5;
 
 json message_body(const std::string& m) { return json{{"message", m}}; }
 json create_ok_body(const std::string& ip) {
@@ -47,17 +52,6 @@ double unix_now() {
 std::string iso_of(double unix_seconds) {
   return naive_local_iso(std::chrono::system_clock::time_point(
       std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(unix_seconds))));
-}
-
-// $HOME/.kohakuriver/runner_ssh_key.pub when it exists (the key itself is
-// made by the SSH part, not yet written: vm-status.md).
-std::string runner_public_key() {
-  const char* home = std::getenv("HOME");
-  fs::path p = fs::path(home && *home ? home : "/root") / ".kohakuriver" / "runner_ssh_key.pub";
-  std::ifstream in(p);
-  std::string line;
-  if (in) std::getline(in, line);
-  return line;
 }
 
 void write_state_file(const fs::path& file, const VmState& state) {
@@ -111,6 +105,19 @@ std::map<int64_t, json> VmService::last_agent_reports() const {
   std::map<int64_t, json> out;
   for (const auto& [id, vm] : vms_)
     if (!vm->last_report.is_null()) out[id] = vm->last_report;
+  return out;
+}
+
+std::vector<monitor::VmGpuReport> VmService::gpu_reports() const {
+  std::vector<monitor::VmGpuReport> out;
+  for (const auto& [id, vm] : vms_) {
+    if (vm->gone || vm->state.gpu_pci_addresses.empty()) continue;
+    monitor::VmGpuReport r;
+    r.task_id = id;
+    r.gpu_pci_addresses = vm->state.gpu_pci_addresses;
+    if (vm->last_report.is_object() && vm->last_report.contains("gpus")) r.agent_gpus = vm->last_report["gpus"];
+    out.push_back(std::move(r));
+  }
   return out;
 }
 
@@ -317,7 +324,7 @@ asio::awaitable<HttpResponse> VmService::create(vps::VpsRequest rq, std::string 
     Vfio vfio;
     bool tap_made = false;
     try {
-      launch.seed.runner_public_key = runner_public_key();
+      launch.seed.runner_public_key = runner_public_key_line();  // made when missing
       if (!launch.vfio_pci.empty()) launch.seed.nvidia_driver_version = nvidia_driver_version_from_sysfs();
       for (const auto& addr : launch.vfio_pci) {
         if (std::find(bound.begin(), bound.end(), addr) != bound.end()) continue;
@@ -511,6 +518,7 @@ asio::awaitable<void> VmService::restart_in_background(VmPtr vm) {
     ++vm->generation;
     vm->busy = false;
     spdlog::info("VM {} restarted: QEMU pid {}", id, vm->pid);
+    asio::co_spawn(ex_, restart_watch(vm, vm->generation), asio::detached);
     co_return;
   }
   // Problems go to the host as status (V8): the VM is down; free it.
@@ -525,6 +533,20 @@ asio::awaitable<void> VmService::restart_in_background(VmPtr vm) {
     spdlog::error("VM {}: cannot record the restart failure: {}", id, e.what());
   }
   if (!durable) co_await report(id, r, true);
+}
+
+asio::awaitable<void> VmService::restart_watch(VmPtr vm, std::uint64_t generation) {
+  const int64_t id = vm->state.task_id;
+  for (int waited = kRestartWatchStep; waited <= kRestartWatchSeconds; waited += kRestartWatchStep) {
+    if (!co_await stop_.sleep_for(std::chrono::seconds(kRestartWatchStep))) co_return;
+    if (vm->gone || vm->generation != generation) co_return;
+    if (vm->last_heartbeat) {
+      spdlog::info("VM {}: agent heartbeat within {} s of the restart", id, waited);
+      co_return;
+    }
+  }
+  spdlog::warn("VM {}: no agent heartbeat within {} s of the restart (the VM keeps running)", id,
+               kRestartWatchSeconds);
 }
 
 void VmService::stop() {

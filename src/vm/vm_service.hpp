@@ -22,12 +22,14 @@
 #include <boost/asio/awaitable.hpp>
 #include <nlohmann/json.hpp>
 
+#include "monitor/gpu_remap.hpp"
 #include "api/router.hpp"
 #include "config/config.hpp"
 #include "service/stop_signal.hpp"
 #include "store/outbox.hpp"
 #include "store/state_store.hpp"
 #include "vm/qemu_instance.hpp"
+#include "tunnel/frame.hpp"
 #include "vm/ssh_proxy.hpp"
 #include "vm/vm_network.hpp"
 #include "vm/vm_state.hpp"
@@ -81,8 +83,16 @@ class VmService : public vps::VmBackend {
   bool owns(int64_t task_id) const override { return vms_.count(task_id) > 0; }
   std::vector<int64_t> running_ids() const override;
 
+  // /ws/forward/vm-{id}/{port} (tunnel-overlay.md §2.3.3): the tunnel
+  // hub's HubOptions::vm_forward.
+  boost::asio::awaitable<void> forward(api::WebSocket& ws, std::string container_id, std::uint16_t port,
+                                       tunnel::Proto proto);
+
   // The last heartbeat bodies of running VMs (gpu_info remap, vm.md §2).
   std::map<int64_t, nlohmann::json> last_agent_reports() const;
+  // Per running VM: its passed-through PCI addresses and its agent's last
+  // `gpus` list, for the heartbeat's gpu_info remap (vm.md §2).
+  std::vector<monitor::VmGpuReport> gpu_reports() const;
 
  private:
   struct Vm {
@@ -117,6 +127,8 @@ class VmService : public vps::VmBackend {
   void release_network(const VmState& state);
   boost::asio::awaitable<void> watchdog(VmPtr vm, std::uint64_t generation, int seconds);
   boost::asio::awaitable<void> restart_in_background(VmPtr vm);
+  // §9: logs whether the restarted instance's agent came back.
+  boost::asio::awaitable<void> restart_watch(VmPtr vm, std::uint64_t generation);
   boost::asio::awaitable<std::string> ensure_network();
   boost::asio::awaitable<api::HttpResponse> qmp_pause(VmPtr vm, bool pause);
   // The agent's call is from this VM's address (V7).

@@ -336,3 +336,39 @@ TEST(AcsOverride, UpstreamsCommands) {
   EXPECT_EQ(cmds.back().kind, AcsCommand::Kind::PciBridge);
   EXPECT_TRUE(acs_override_commands("", "").empty());
 }
+
+TEST(AcsOverride, AppliesTheWritesAndCountsWhatSucceeded) {
+  std::vector<Cmd> ran;
+  const AcsRunner run = [&](const Cmd& argv) -> AcsRunResult {
+    ran.push_back(argv);
+    if (argv == Cmd{"lspci"})
+      return {0,
+              "00:01.1 PCI bridge: AMD GPP Bridge\n"
+              "00:03.1 PCI bridge: Intel Device (PCI Express Root Port #1)\n"
+              "00:04.0 PCI bridge: Intel Device (PCI Express Root Port #2)\n"};
+    if (argv == Cmd{"lspci", "-d", "10b5:"}) return {0, "60:00.0 PCI bridge: PLX PEX 8747\n"};
+    // 00:04.0 refuses its write; one PLX write fails (ignored).
+    if (argv[2] == "00:04.0") return {1, "setpci: permission denied"};
+    if (argv[3] == "0x154.w=0000") return {1, "no such register"};
+    return {0, ""};
+  };
+  const auto r = apply_acs_override(run);
+  EXPECT_EQ(r.root_ports, 1);
+  EXPECT_EQ(r.plx_switches, 1);
+  EXPECT_EQ(r.pci_bridges, 2);  // 00:01.1 and 00:03.1 (the root port is also a bridge line)
+  ASSERT_EQ(r.errors.size(), 2u);  // 00:04.0 twice: as root port and as bridge
+  EXPECT_NE(r.errors[0].find("00:04.0"), std::string::npos);
+  EXPECT_EQ(ran.size(), 2u + 2 + 3 + 3);  // two lspci, two root ports, three PLX writes, three bridges
+}
+
+TEST(AcsOverride, FailingLspciEndsThePass) {
+  int calls = 0;
+  const auto r = apply_acs_override([&](const Cmd&) -> AcsRunResult {
+    ++calls;
+    return {127, "lspci: not found"};
+  });
+  EXPECT_EQ(calls, 1);
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_NE(r.errors[0].find("lspci failed"), std::string::npos);
+  EXPECT_EQ(r.root_ports + r.plx_switches + r.pci_bridges, 0);
+}
