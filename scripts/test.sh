@@ -5,11 +5,14 @@
 # real Docker Engine), then the sanitizer and fuzzing leg (test-asan.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh --test
+scripts/install-deps.sh --vm  # --test plus the tools of the VM test image
 scripts/ensure-dockerd.sh
 scripts/build.sh
 tests/images/build-test-images.sh
 tests/images/build-debian-image.sh
+# The bootable VM guest of tests/e2e/test_vm_boot.py (cached by content in
+# /var/cache/kr-test/vm-images; the first build downloads ~300 MB of .debs).
+tests/images/build-vm-image.sh >/dev/null
 # The .deb and a local repository of its dependencies (for the offline
 # install test; cached by content).
 deb=$(scripts/package.sh | tail -n1)

@@ -65,6 +65,10 @@ ProcessResult run_process(const std::vector<std::string>& argv, const ProcessOpt
     ::posix_spawn_file_actions_adddup2(&actions.fa, fds[1], 1);
     ::posix_spawn_file_actions_adddup2(&actions.fa, fds[1], 2);
   }
+  // Nothing of the runner beyond stdio: Asio's sockets are not close-on-exec,
+  // and a QEMU daemon outlives the runner (V26) — it kept the runner's
+  // listening socket, so a restarted runner could not bind its port.
+  ::posix_spawn_file_actions_addclosefrom_np(&actions.fa, 3);
   // Default signal dispositions and mask in the child: the runner blocks or
   // handles SIGTERM/SIGINT itself, and a QEMU daemon must not inherit that.
   sigset_t none, all;

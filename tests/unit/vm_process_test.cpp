@@ -1,4 +1,5 @@
 // Tool processes and QEMU pid verification (V10/V11).
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -16,6 +17,16 @@ TEST(VmProcess, CapturesOutputAndExitCode) {
   EXPECT_FALSE(r.timed_out);
   EXPECT_NE(r.output.find("out\n"), std::string::npos);
   EXPECT_NE(r.output.find("err\n"), std::string::npos);
+}
+
+TEST(VmProcess, ChildGetsNoDescriptorOfTheRunnerBeyondStdio) {
+  // Like an Asio socket: not close-on-exec.
+  int fd = ::open("/dev/null", O_RDONLY);
+  ASSERT_GE(fd, 3);
+  auto r = run_process({"sh", "-c", "test -e /proc/$$/fd/" + std::to_string(fd) + " && echo inherited || echo closed"});
+  ::close(fd);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.output, "closed\n");
 }
 
 TEST(VmProcess, MissingProgram) {
