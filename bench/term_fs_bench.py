@@ -16,13 +16,17 @@ Usage (hold the e2e lock exclusively):
   flock -x /tmp/kr-e2e.lock bench/term_fs_bench.py [--rounds 50] [--fs-rounds 3]
       [--parts echo,write,read,watch]
 The load average is printed before and after: the throughput ratios move
-with it (docker cp and the API compete with whatever else runs).
+with it (docker cp and the API compete with whatever else runs). For the
+write and read parts the CPU time per operation is printed too (runner,
+this client process, the docker CLI, dockerd; from /proc and getrusage),
+which the machine's load disturbs far less than wall time.
 """
 import argparse
 import base64
 import json
 import os
 import random
+import resource
 import socket
 import statistics
 import subprocess
@@ -147,6 +151,61 @@ def timed(fn):
     return time.perf_counter() - t0
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid):
+    """User+system CPU seconds of process `pid` (all its threads), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def dockerd_pid():
+    r = subprocess.run(["pidof", "dockerd"], capture_output=True, text=True)
+    return int(r.stdout.split()[0]) if r.returncode == 0 and r.stdout.split() else None
+
+
+class CpuMeter:
+    """CPU seconds spent per operation by: the runner, this (client) process,
+    child processes (the docker CLI) and dockerd."""
+
+    def __init__(self, runner_pid):
+        self.pids = {"runner": runner_pid, "dockerd": dockerd_pid()}
+        self.totals = {}
+
+    def sample(self):
+        ru_self = resource.getrusage(resource.RUSAGE_SELF)
+        ru_child = resource.getrusage(resource.RUSAGE_CHILDREN)
+        s = {"client": ru_self.ru_utime + ru_self.ru_stime, "docker CLI": ru_child.ru_utime + ru_child.ru_stime}
+        for k, pid in self.pids.items():
+            v = proc_cpu(pid) if pid else None
+            if v is not None:
+                s[k] = v
+        return s
+
+    def measure(self, label, fn):
+        before = self.sample()
+        dt = timed(fn)
+        after = self.sample()
+        acc = self.totals.setdefault(label, {"n": 0})
+        acc["n"] += 1
+        for k in after:
+            if k in before:
+                acc[k] = acc.get(k, 0.0) + after[k] - before[k]
+        return dt
+
+    def report(self, label):
+        acc = self.totals.get(label)
+        if not acc:
+            return
+        n = acc["n"]
+        parts = [f"{k} {acc[k] / n * 1000:.0f} ms" for k in ("runner", "client", "docker CLI", "dockerd") if k in acc]
+        print(f"  CPU per operation, {label}: " + ", ".join(parts))
+
+
 def watch_latency(runner, tid, method, rounds):
     out = []
     for _ in range(rounds):
@@ -183,6 +242,7 @@ def main():
     host = FixtureHost().start()
     runner = RunnerProcess(tmp, host, {"LOG_LEVEL": "info"}, [], None).start()
     runner.wait_listening()
+    cpu = CpuMeter(runner.proc.pid)
     deb, bb = new_task_id(), new_task_id()
     submit(runner, deb, "sleep 3600", registry_image=DEBIAN)
     submit(runner, bb, "sleep 3600", registry_image=BUSYBOX)
@@ -214,12 +274,14 @@ def main():
                                                  headers={"Content-Type": "application/json"})
                     with urllib.request.urlopen(req, timeout=120) as r:
                         assert r.status == 200
-                api_w.append(timed(api_write))
-                cp_w.append(timed(lambda: docker("cp", str(tmp / "w.bin"), f"{cdeb}:/tmp/w2.bin")))
+                api_w.append(cpu.measure("API write", api_write))
+                cp_w.append(cpu.measure("docker cp in", lambda: docker("cp", str(tmp / "w.bin"), f"{cdeb}:/tmp/w2.bin")))
             mb = len(data) / 1e6
             a, c = statistics.median(api_w), statistics.median(cp_w)
             print(f"write 20 MB: API {mb / a:.1f} MB/s ({a * 1000:.0f} ms), docker cp {mb / c:.1f} MB/s "
                   f"({c * 1000:.0f} ms), throughput ratio {c / a:.2f}")
+            cpu.report("API write")
+            cpu.report("docker cp in")
 
         if "read" in parts:
             # 3. read 10 MiB
@@ -232,12 +294,14 @@ def main():
                     with urllib.request.urlopen(runner.url(f"/api/fs/{deb}/read?path=/tmp/r.bin&encoding=base64"),
                                                 timeout=120) as r:
                         assert base64.b64decode(json.loads(r.read())["content"]) == rdata
-                api_r.append(timed(api_read))
-                cp_r.append(timed(lambda: docker("cp", f"{cdeb}:/tmp/r.bin", str(tmp / "r-out.bin"))))
+                api_r.append(cpu.measure("API read", api_read))
+                cp_r.append(cpu.measure("docker cp out", lambda: docker("cp", f"{cdeb}:/tmp/r.bin", str(tmp / "r-out.bin"))))
             mb = len(rdata) / 1e6
             a, c = statistics.median(api_r), statistics.median(cp_r)
             print(f"read 10 MiB: API {mb / a:.1f} MB/s ({a * 1000:.0f} ms, incl. base64+JSON decode in the client), "
                   f"docker cp {mb / c:.1f} MB/s ({c * 1000:.0f} ms), throughput ratio {c / a:.2f}")
+            cpu.report("API read")
+            cpu.report("docker cp out")
 
         if "watch" in parts:
             # 4. watch latency

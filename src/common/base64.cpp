@@ -26,48 +26,74 @@ constexpr std::array<char, 8192> make_pairs() {
 }
 constexpr auto kPairs = make_pairs();
 
-// The canonical form every real client sends (length a multiple of 4, only
-// alphabet characters, at most two '=' at the end), decoded group by group
-// into a buffer sized once. Anything else: nullopt (the lenient path).
-// Same bytes as the lenient decoder for every input it accepts.
-std::optional<std::string> decode_canonical(std::string_view in) {
-  if (in.size() % 4 != 0) return std::nullopt;
+// Decodes canonical groups (validated: see base64_canonical_size), the last
+// one possibly padded. Returns the bytes written.
+std::size_t decode_groups(std::string_view in, char* o) {
+  const char* const start = o;
   std::size_t pad = 0;
   if (!in.empty() && in.back() == '=') pad = in.size() >= 2 && in[in.size() - 2] == '=' ? 2 : 1;
   const std::size_t full = in.size() / 4 - (pad ? 1 : 0);
-  std::string out;
-  out.resize(full * 3 + (pad == 1 ? 2 : pad == 2 ? 1 : 0));
-  char* o = out.data();
   const auto* p = reinterpret_cast<const unsigned char*>(in.data());
   for (std::size_t g = 0; g < full; ++g, p += 4, o += 3) {
-    const int a = kTable[p[0]], b = kTable[p[1]], c = kTable[p[2]], d = kTable[p[3]];
-    if ((a | b | c | d) < 0) return std::nullopt;
-    const auto v = static_cast<unsigned>((a << 18) | (b << 12) | (c << 6) | d);
+    const auto v = static_cast<unsigned>((kTable[p[0]] << 18) | (kTable[p[1]] << 12) | (kTable[p[2]] << 6) |
+                                         kTable[p[3]]);
     o[0] = static_cast<char>(v >> 16);
     o[1] = static_cast<char>(v >> 8);
     o[2] = static_cast<char>(v);
   }
   if (pad == 1) {
-    const int a = kTable[p[0]], b = kTable[p[1]], c = kTable[p[2]];
-    if ((a | b | c) < 0) return std::nullopt;
-    const auto v = static_cast<unsigned>((a << 18) | (b << 12) | (c << 6));
-    o[0] = static_cast<char>(v >> 16);
-    o[1] = static_cast<char>(v >> 8);
+    const auto v = static_cast<unsigned>((kTable[p[0]] << 18) | (kTable[p[1]] << 12) | (kTable[p[2]] << 6));
+    *o++ = static_cast<char>(v >> 16);
+    *o++ = static_cast<char>(v >> 8);
   } else if (pad == 2) {
-    const int a = kTable[p[0]], b = kTable[p[1]];
-    if ((a | b) < 0) return std::nullopt;
-    o[0] = static_cast<char>(static_cast<unsigned>((a << 18) | (b << 12)) >> 16);
+    *o++ = static_cast<char>(static_cast<unsigned>((kTable[p[0]] << 18) | (kTable[p[1]] << 12)) >> 16);
   }
+  return static_cast<std::size_t>(o - start);
+}
+
+// Anything not canonical: nullopt (the lenient path).
+std::optional<std::string> decode_canonical(std::string_view in) {
+  auto size = base64_canonical_size(in);
+  if (!size) return std::nullopt;
+  std::string out;
+  out.resize(*size);
+  decode_groups(in, out.data());
   return out;
 }
 }  // namespace
 
+std::optional<std::size_t> base64_canonical_size(std::string_view in) {
+  if (in.size() % 4 != 0) return std::nullopt;
+  std::size_t pad = 0;
+  if (!in.empty() && in.back() == '=') pad = in.size() >= 2 && in[in.size() - 2] == '=' ? 2 : 1;
+  // Every character before the padding must be in the alphabet.
+  const std::size_t data = in.size() - pad;
+  const auto* p = reinterpret_cast<const unsigned char*>(in.data());
+  int bad = 0;
+  std::size_t i = 0;
+  for (; i + 8 <= data; i += 8)
+    bad |= kTable[p[i]] | kTable[p[i + 1]] | kTable[p[i + 2]] | kTable[p[i + 3]] | kTable[p[i + 4]] |
+           kTable[p[i + 5]] | kTable[p[i + 6]] | kTable[p[i + 7]];
+  for (; i < data; ++i) bad |= kTable[p[i]];
+  if (bad < 0) return std::nullopt;
+  return in.size() / 4 * 3 - pad;
+}
+
+std::size_t base64_decode_canonical_chunk(std::string_view in, char* out) { return decode_groups(in, out); }
+
+std::size_t base64_encoded_size(std::size_t bytes) { return (bytes + 2) / 3 * 4; }
+
 std::string base64_encode(std::string_view in) {
   std::string out;
-  out.resize((in.size() + 2) / 3 * 4);
+  out.resize(base64_encoded_size(in.size()));
+  base64_encode_into(in, out.data());
+  return out;
+}
+
+std::size_t base64_encode_into(std::string_view in, char* w) {
+  char* const out = w;
   std::size_t o = 0, i = 0;
   const auto* p = reinterpret_cast<const unsigned char*>(in.data());
-  char* w = out.data();
   for (; i + 3 <= in.size(); i += 3, o += 4) {
     const unsigned v = (p[i] << 16) | (p[i + 1] << 8) | p[i + 2];
     const char* hi = &kPairs[2 * (v >> 12)];
@@ -85,7 +111,28 @@ std::string base64_encode(std::string_view in) {
     out[o++] = i + 1 < in.size() ? kAlphabet[(v >> 6) & 63] : '=';
     out[o++] = '=';
   }
-  return out;
+  return o;
+}
+
+void Base64PieceEncoder::feed(std::string_view piece) {
+  if (carry_len_ > 0) {  // complete the group an earlier piece began
+    while (carry_len_ < 3 && !piece.empty()) {
+      carry_[carry_len_++] = piece.front();
+      piece.remove_prefix(1);
+    }
+    if (carry_len_ < 3) return;
+    pos_ += base64_encode_into(std::string_view(carry_, 3), out_ + pos_);
+    carry_len_ = 0;
+  }
+  const std::size_t whole = piece.size() / 3 * 3;
+  pos_ += base64_encode_into(piece.substr(0, whole), out_ + pos_);
+  for (std::size_t i = whole; i < piece.size(); ++i) carry_[carry_len_++] = piece[i];
+}
+
+std::size_t Base64PieceEncoder::finish() {
+  pos_ += base64_encode_into(std::string_view(carry_, carry_len_), out_ + pos_);
+  carry_len_ = 0;
+  return pos_;
 }
 
 std::optional<std::string> base64_decode_lenient(std::string_view text, std::string& error) {

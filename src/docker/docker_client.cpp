@@ -328,6 +328,22 @@ awaitable<void> DockerClient::put_archive(std::string name, std::string dir, std
   co_await self->send(std::move(req), deadline);
 }
 
+awaitable<void> DockerClient::put_archive(std::string name, std::string dir, std::uint64_t size,
+                                          std::function<std::string_view()> next, Deadline deadline) {
+  auto self = impl_;
+  HttpRequest req;
+  req.method = Method::Put;
+  req.target = "/containers/" + checked_container(name) + "/archive" +
+               wire::Query().add("path", dir).add("noOverwriteDirNonDir", true).str();
+  req.content_type = "application/x-tar";
+  req.upload_next = std::move(next);
+  req.upload_size = size;
+  req.deadline = self->resolve(deadline);
+  // dockerd answers a successful PUT with an empty body.
+  std::function<void(std::string_view)> sink = [](std::string_view) {};
+  co_await self->stream(std::move(req), std::move(sink));
+}
+
 awaitable<void> DockerClient::get_archive(std::string name, std::string path,
                                           std::function<void(std::string_view)> on_data,
                                           Deadline deadline) {

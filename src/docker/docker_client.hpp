@@ -148,6 +148,13 @@ class DockerClient {
   // is extracted into `dir` (which must exist: 404 otherwise).
   awaitable<void> put_archive(std::string name, std::string dir, std::string tar,
                               Deadline deadline = kDefaultDeadline);
+  // The same with the tar streamed: `size` bytes (Content-Length) made by
+  // `next` piece after piece, each sent before the next call, so a large
+  // file is never held as one tar in memory. An exception from `next`
+  // abandons the upload mid-body (dockerd may then have written part of
+  // the file: produce only bytes known to be good).
+  awaitable<void> put_archive(std::string name, std::string dir, std::uint64_t size,
+                              std::function<std::string_view()> next, Deadline deadline = kDefaultDeadline);
   // GET /containers/{name}/archive?path=: the tar stream's bytes go to
   // `on_data` as they arrive. An exception thrown by on_data closes the
   // connection and propagates (how a caller stops reading early).

@@ -305,6 +305,28 @@ struct Transport::Impl : std::enable_shared_from_this<Transport::Impl> {
     co_return ec;
   }
 
+  // Sends the header, then the pieces `upload_next` makes, one at a time.
+  asio::awaitable<error_code> write_pieces(Conn& conn, const HttpRequest& req) {
+    http::request<http::empty_body> r{to_verb(req.method), req.target, 11};
+    fill_headers(r, req);
+    r.set(http::field::content_type, req.content_type);
+    r.content_length(req.upload_size);
+    http::request_serializer<http::empty_body> sr{r};
+    auto [ec, n] = co_await http::async_write_header(conn.sock, sr, kTok);
+    if (ec) co_return ec;
+    std::uint64_t remaining = req.upload_size;
+    while (remaining > 0) {
+      const std::string_view piece = req.upload_next();
+      if (piece.empty() || piece.size() > remaining)
+        throw DockerError(DockerError::Kind::InvalidArgument, 0,
+                          "request body does not match its announced length (" + req.target + ")");
+      auto [wec, wn] = co_await asio::async_write(conn.sock, asio::buffer(piece.data(), piece.size()), kTok);
+      if (wec) co_return wec;
+      remaining -= piece.size();
+    }
+    co_return error_code{};
+  }
+
   // Sends the header, then the file in chunks; the file is never held in
   // memory as a whole (tarballs can be several GB).
   // A read that hangs past `until` throws DockerError{Timeout}; the stuck
@@ -477,7 +499,9 @@ asio::awaitable<HttpResponse> Transport::stream(HttpRequest req,
   if (auto ec = co_await self->connect(call)) self->fail(call, Stage::Connect, ec, req);
   auto conn = call.conn;
   error_code wec;
-  if (req.upload_file) {
+  if (req.upload_next) {
+    wec = co_await self->write_pieces(*conn, req);
+  } else if (req.upload_file) {
     const auto until = req.deadline ? Clock::now() + *req.deadline : Clock::now() + kMaxDeadline;
     wec = co_await self->write_upload(*conn, req, until);
   } else {

@@ -31,6 +31,13 @@ struct HttpRequest {
   std::vector<std::pair<std::string, std::string>> headers;
   // Streamed request body (image load); takes precedence over `body`.
   std::optional<std::filesystem::path> upload_file;
+  // Streamed request body made in pieces (archive upload), for stream():
+  // `upload_size` bytes announced as Content-Length, produced by calls of
+  // `upload_next` (each piece is written before the next call; an empty
+  // piece before `upload_size` is reached, or an exception, abandons the
+  // call with the connection closed mid-body).
+  std::function<std::string_view()> upload_next;
+  std::uint64_t upload_size = 0;
   // Deadline for the whole call; nullopt = none (event streams only).
   std::optional<std::chrono::milliseconds> deadline;
   // Safe to resend when a pooled connection turns out to be dead.

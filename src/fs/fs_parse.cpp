@@ -268,25 +268,39 @@ namespace kr::fs {
 
 namespace {
 // Any byte below 0x20? Eight bytes at a time over ASCII (base64 content).
-bool has_control_char(std::string_view s) {
+// True when `s` has a byte below 0x20; `ascii` tells whether every byte
+// was below 0x80 (then it is valid UTF-8 without further checks).
+bool has_control_char(std::string_view s, bool& ascii) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   std::size_t i = 0;
+  ascii = true;
   for (; i + 8 <= s.size(); i += 8) {
     std::uint64_t w;
     std::memcpy(&w, p + i, 8);
     // High bit clear in every byte and every byte >= 0x20: skip the word.
     if ((w & 0x8080808080808080ull) == 0 && ((w - 0x2020202020202020ull) & 0x8080808080808080ull) == 0) continue;
-    for (std::size_t k = 0; k < 8; ++k)
+    for (std::size_t k = 0; k < 8; ++k) {
       if (p[i + k] < 0x20) return true;
+      if (p[i + k] >= 0x80) ascii = false;
+    }
   }
-  for (; i < s.size(); ++i)
+  for (; i < s.size(); ++i) {
     if (p[i] < 0x20) return true;
+    if (p[i] >= 0x80) ascii = false;
+  }
   return false;
 }
 }  // namespace
 
 std::optional<std::string> take_plain_string_member(std::string_view body, std::string_view key,
                                                     std::string& rest) {
+  auto value = find_plain_string_member(body, key, rest);
+  if (!value) return std::nullopt;
+  return std::string(*value);
+}
+
+std::optional<std::string_view> find_plain_string_member(std::string_view body, std::string_view key,
+                                                         std::string& rest) {
   // Walk the top level of the object; skip nested values string-aware.
   std::size_t i = body.find_first_not_of(" \t\r\n");
   if (i == std::string_view::npos || body[i] != '{') return std::nullopt;
@@ -349,13 +363,14 @@ std::optional<std::string> take_plain_string_member(std::string_view body, std::
   }
   if (!found) return std::nullopt;
   std::string_view value = body.substr(best_begin, best_end - best_begin);
-  if (has_control_char(value)) return std::nullopt;  // invalid JSON: let the parser report it
-  if (!utf8_is_valid(value)) return std::nullopt;
+  bool ascii = true;
+  if (has_control_char(value, ascii)) return std::nullopt;  // invalid JSON: let the parser report it
+  if (!ascii && !utf8_is_valid(value)) return std::nullopt;
   rest.clear();
   rest.reserve(body.size() - value.size());
   rest.append(body.substr(0, best_begin));
   rest.append(body.substr(best_end));
-  return std::string(value);
+  return value;
 }
 
 }  // namespace kr::fs

@@ -71,5 +71,8 @@ namespace kr::fs {
 // replaced by "" (parsed normally for the other fields and validation).
 // nullopt: not found or not plain; parse the whole body normally then.
 std::optional<std::string> take_plain_string_member(std::string_view body, std::string_view key, std::string& rest);
+// The same without copying the value: a view into `body`.
+std::optional<std::string_view> find_plain_string_member(std::string_view body, std::string_view key,
+                                                         std::string& rest);
 
 }  // namespace kr::fs

@@ -2,6 +2,8 @@
 // rulings D-FSREAD, D-FSWRITE, D-FSTIMEOUT, S-PATHVAL, S-FSDELETE).
 #include "fs/fs_service.hpp"
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include "api/validation.hpp"
@@ -39,18 +41,77 @@ json message_path(const std::string& message, const std::string& path) {
 
 // Built by hand in upstream's key order: a 10 MiB base64 content needs no
 // escaping, and running it through the JSON serializer costs ~100 ms.
+std::string read_head(const std::string& n) {
+  return R"({"path":)" + json(n).dump(-1, ' ', false, json::error_handler_t::replace) + R"(,"content":)";
+}
+
+std::string read_tail(bool as_text, std::uint64_t size, bool truncated) {
+  return std::string(as_text ? R"(,"encoding":"utf-8")" : R"(,"encoding":"base64")") + R"(,"size":)" +
+         std::to_string(size) + R"(,"truncated":)" + (truncated ? "true" : "false") + "}";
+}
+
+// A base64 read answer built while the file arrives from dockerd (the
+// same text read_response makes): the buffer is sized once the file's
+// size is known and each piece is encoded into it in place, so nothing is
+// left to do when the last piece is in.
+class Base64Answer final : public ReadSink {
+ public:
+  explicit Base64Answer(std::string head) : head_(std::move(head)) {}
+
+  void begin(std::uint64_t bytes, bool truncated) override {
+    tail_ = read_tail(false, bytes, truncated);
+    out_.resize(head_.size() + 2 + base64_encoded_size(static_cast<std::size_t>(bytes)) + tail_.size());
+    char* o = std::copy(head_.begin(), head_.end(), out_.data());
+    *o++ = '"';
+    start_ = static_cast<std::size_t>(o - out_.data());
+    encoder_.emplace(o);
+    expected_ = bytes;
+  }
+
+  void data(std::string_view piece) override {
+    if (!encoder_ || got_ + piece.size() > expected_) {
+      broken_ = true;
+      return;
+    }
+    got_ += piece.size();
+    encoder_->feed(piece);
+  }
+
+  // The answer, or nullopt when the pieces did not add up to the size.
+  std::optional<std::string> finish() {
+    if (!encoder_ || broken_ || got_ != expected_) return std::nullopt;
+    std::size_t pos = start_ + encoder_->finish();
+    out_[pos++] = '"';
+    std::copy(tail_.begin(), tail_.end(), out_.data() + pos);
+    if (pos + tail_.size() != out_.size()) return std::nullopt;
+    return std::move(out_);
+  }
+
+ private:
+  std::string head_, tail_, out_;
+  std::size_t start_ = 0;
+  std::optional<Base64PieceEncoder> encoder_;
+  std::uint64_t expected_ = 0, got_ = 0;
+  bool broken_ = false;
+};
+
 HttpResponse read_response(const std::string& n, std::string bytes, bool want_text, bool truncated) {
   const bool as_text = want_text && utf8_is_valid(bytes);
-  std::string out = R"({"path":)" + json(n).dump(-1, ' ', false, json::error_handler_t::replace) + R"(,"content":)";
+  const std::string head = read_head(n);
+  const std::string tail = read_tail(as_text, bytes.size(), truncated);
+  std::string out;
   if (as_text) {
-    out += json(bytes).dump();
+    out = head + json(bytes).dump() + tail;
   } else {
-    out += '"';
-    out += base64_encode(bytes);
-    out += '"';
+    // One allocation, the base64 written in place.
+    out.resize(head.size() + 2 + base64_encoded_size(bytes.size()) + tail.size());
+    char* o = out.data();
+    o = std::copy(head.begin(), head.end(), o);
+    *o++ = '"';
+    o += base64_encode_into(bytes, o);
+    *o++ = '"';
+    std::copy(tail.begin(), tail.end(), o);
   }
-  out += as_text ? R"(,"encoding":"utf-8")" : R"(,"encoding":"base64")";
-  out += R"(,"size":)" + std::to_string(bytes.size()) + R"(,"truncated":)" + (truncated ? "true" : "false") + "}";
   return HttpResponse{200, std::move(out), "application/json", {}};
 }
 
@@ -215,12 +276,26 @@ asio::awaitable<HttpResponse> FsService::read(HttpRequest& req, Clock::time_poin
   if (!look.target) co_return HttpResponse::detail(look.status, look.message);
 
   // A regular file (or a directory) the archive API sees as the exec would
-  // (containers only: a VM has no archive API).
+  // (containers only: a VM has no archive API). Asked for base64: the
+  // answer is encoded while the file arrives.
   if (!look.target->is_vm()) {
-    auto fast = co_await read_via_archive(docker_, *look.target, n, limit, time_left(end));
+    const auto t0 = Clock::now();
+    std::optional<Base64Answer> answer;
+    if (encoding == "base64") answer.emplace(read_head(n));
+    auto fast =
+        co_await read_via_archive(docker_, *look.target, n, limit, time_left(end), answer ? &*answer : nullptr);
     if (fast.kind == ArchiveRead::Directory) co_return HttpResponse::detail(400, "Cannot read directory: " + n);
-    if (fast.kind == ArchiveRead::File)
-      co_return read_response(n, std::move(fast.content), encoding == "utf-8", fast.truncated);
+    if (fast.kind == ArchiveRead::File) {
+      const auto t1 = Clock::now();
+      std::optional<std::string> built;
+      if (answer) built = answer->finish();
+      auto res = built ? HttpResponse{200, std::move(*built), "application/json", {}}
+                       : read_response(n, std::move(fast.content), encoding == "utf-8", fast.truncated);
+      spdlog::debug("fs read: archive read in {} us, answer built in {} us",
+                    std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count(),
+                    std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t1).count());
+      co_return res;
+    }
   }
 
   auto st = co_await run(*look.target, stat_type_size_argv(n, true), end);
@@ -247,17 +322,18 @@ asio::awaitable<HttpResponse> FsService::write(HttpRequest& req, Clock::time_poi
   auto ms = [&t0] { return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count(); };
   api::Validation v;
   auto id = task_id_of(req, v);
-  // Large contents skip the general JSON parser (see take_plain_string_member).
+  // Large contents skip the general JSON parser (see find_plain_string_member);
+  // the value stays where it is, in the request body.
   std::string rest;
-  std::optional<std::string> content = take_plain_string_member(req.body, "content", rest);
-  auto obj = api::parse_body_object(content ? std::string_view(rest) : std::string_view(req.body), v);
-  std::optional<std::string> path;
+  const std::optional<std::string_view> plain = find_plain_string_member(req.body, "content", rest);
+  auto obj = api::parse_body_object(plain ? std::string_view(rest) : std::string_view(req.body), v);
+  std::optional<std::string> path, parsed_content;
   std::string encoding = "utf-8";
   bool create_parents = true;
   if (obj) {
     api::BodyFields f(*obj, v);
     path = f.req_str("path");
-    if (!content) content = f.req_str("content");
+    if (!plain) parsed_content = f.req_str("content");
     encoding = f.str_or("encoding", "utf-8");
     if (encoding != "utf-8" && encoding != "base64")
       v.add(json::array({"body", "encoding"}), "literal_error", "Input should be 'utf-8' or 'base64'", encoding);
@@ -265,42 +341,50 @@ asio::awaitable<HttpResponse> FsService::write(HttpRequest& req, Clock::time_poi
   }
   if (!v.ok()) co_return HttpResponse::json(422, v.body());
   obj.reset();
+  const std::string_view content = plain ? *plain : std::string_view(*parsed_content);
   spdlog::debug("fs write: body of {} bytes parsed after {} ms", req.body.size(), ms());
   std::string n;
   if (auto bad = check_path(*path, n)) co_return HttpResponse::detail(400, *bad);
-  std::string bytes;
+  // Canonical base64 (what every real client sends) is checked in one pass
+  // and decoded only while it is sent to dockerd; anything else is decoded
+  // here by the lenient decoder, as before. Either way every error is
+  // known before a byte reaches the container.
+  std::string decoded;
+  WriteContent wc;
   if (encoding == "base64") {
-    std::string why;
-    auto decoded = base64_decode_lenient(*content, why);
-    if (!decoded) co_return HttpResponse::detail(400, "Invalid base64 content: " + why);
-    bytes = std::move(*decoded);
+    if (auto size = base64_canonical_size(content)) {
+      wc = WriteContent{content, true, *size};
+    } else {
+      std::string why;
+      auto d = base64_decode_lenient(content, why);
+      if (!d) co_return HttpResponse::detail(400, "Invalid base64 content: " + why);
+      decoded = std::move(*d);
+      wc = WriteContent::raw(decoded);
+    }
   } else {
-    bytes = std::move(*content);
+    wc = WriteContent::raw(content);
   }
-  content.reset();
-  req.body.clear();
-  req.body.shrink_to_fit();  // the decoded copy is all we keep
-  if (static_cast<std::int64_t>(bytes.size()) > kMaxWriteBytes)
+  if (wc.size > static_cast<std::uint64_t>(kMaxWriteBytes))
     co_return HttpResponse::detail(413, "File too large. Maximum size is 52428800 bytes.");
   auto look = co_await resolve_container(store_, docker_, *id);
   if (!look.target) co_return HttpResponse::detail(look.status, look.message);
 
   const std::string dir = python_dirname(n);
   const bool make_parents = create_parents && !dir.empty() && dir != "/";
-  const std::size_t size = bytes.size();
-  spdlog::debug("fs write: {} bytes decoded, container resolved after {} ms", size, ms());
+  const std::uint64_t size = wc.size;
+  spdlog::debug("fs write: {} bytes checked, container resolved after {} ms", size, ms());
   // The archive API where it sees what an exec would (fs/fs_archive.hpp);
   // it needs the directory to exist, so `mkdir -p` runs only when missing.
   bool parents_made = false;
   auto fast = ArchiveWrite::UseExec;
-  if (!look.target->is_vm()) fast = co_await write_via_archive(docker_, *look.target, n, bytes, time_left(end));
+  if (!look.target->is_vm()) fast = co_await write_via_archive(docker_, *look.target, n, wc, time_left(end));
   if (fast == ArchiveWrite::ParentMissing && make_parents) {
     std::vector<std::string> argv = {"mkdir", "-p", dir};
     auto m = co_await run(*look.target, std::move(argv), end);
     if (m.exit_code != 0)
       co_return HttpResponse::detail(500, "Failed to create parent directories: " + err_text(m));
     parents_made = true;
-    fast = co_await write_via_archive(docker_, *look.target, n, bytes, time_left(end));
+    fast = co_await write_via_archive(docker_, *look.target, n, wc, time_left(end));
   }
   spdlog::debug("fs write: archive path {} after {} ms", fast == ArchiveWrite::Written ? "wrote" : "declined", ms());
   if (fast != ArchiveWrite::Written) {
@@ -311,6 +395,15 @@ asio::awaitable<HttpResponse> FsService::write(HttpRequest& req, Clock::time_poi
         co_return HttpResponse::detail(500, "Failed to create parent directories: " + err_text(m));
     }
     // D-FSWRITE: the content goes through the exec's stdin, not argv.
+    std::string bytes;
+    if (wc.base64) {
+      bytes.resize(static_cast<std::size_t>(wc.size));
+      base64_decode_canonical_chunk(wc.text, bytes.data());
+    } else {
+      bytes.assign(wc.text);
+    }
+    decoded.clear();
+    decoded.shrink_to_fit();
     auto w = co_await run(*look.target, write_argv(n), end, std::move(bytes));
     spdlog::debug("fs write: exec finished after {} ms", ms());
     if (w.exit_code != 0) {

@@ -188,6 +188,52 @@ def test_fs_write_20mb_binary_exact(env, tmp_path):
     assert (tmp_path / "out.bin").read_bytes() == data
 
 
+def test_fs_write_base64_checked_before_anything_reaches_the_container(env):
+    """Canonical base64 is decoded while it streams into Docker's archive
+    upload; an error that only shows late in a large body (a bad character
+    or misplaced padding near the end) must still give the lenient
+    decoder's answer and leave the existing file untouched, and
+    non-canonical but valid base64 (line breaks) is still written exactly."""
+    runner, ids = env
+    tid = ids["debian"]
+    c = cname(tid)
+    target = f"/tmp/b64-{random.randrange(10**9)}"
+    docker("exec", c, "sh", "-c", f"printf original > {target}")
+    data = os.urandom(3 * 1024 * 1024)  # a multiple of 3: no padding
+    good = base64.b64encode(data).decode()
+    late_bad_char = good[:-5] + "!" + good[-4:]
+    late_pad = good[:-3] + "=" + good[-2:]
+    for text, why in ((late_bad_char, "Incorrect padding"), (late_pad, "Incorrect padding"),
+                      (good[:-1], "Incorrect padding"),
+                      (good + "A", "Invalid base64-encoded string: number of data characters "
+                                   f"({len(good) + 1}) cannot be 1 more than a multiple of 4")):
+        st, rep = fs(runner, tid, "write", "POST", {"path": target, "content": text, "encoding": "base64"},
+                     timeout=120)
+        assert (st, rep) == (400, {"detail": f"Invalid base64 content: {why}"})
+        assert docker("exec", c, "cat", target).stdout == "original"
+    # MIME-style line breaks and a stray character: lenient, like Python's b64decode.
+    mime = "\n".join(good[i:i + 76] for i in range(0, len(good), 76))
+    st, rep = fs(runner, tid, "write", "POST", {"path": target, "content": mime[:100] + "!" + mime[100:],
+                                                "encoding": "base64"}, timeout=120)
+    assert st == 200 and rep["size"] == len(data), rep
+    st, rep = fs(runner, tid, "read", path=target, encoding="base64", timeout=120)
+    assert st == 200 and base64.b64decode(rep["content"]) == data
+    # Padded canonical text through a symlink (the exec path decodes it).
+    docker("exec", c, "ln", "-s", target, f"{target}.link")
+    st, rep = fs(runner, tid, "write", "POST", {"path": f"{target}.link", "content": base64.b64encode(data[:1001]).decode(),
+                                                "encoding": "base64"})
+    assert st == 200 and rep["size"] == 1001, rep
+    assert docker("exec", c, "test", "-L", f"{target}.link").returncode == 0
+    st, rep = fs(runner, tid, "read", path=target, encoding="base64")
+    assert st == 200 and base64.b64decode(rep["content"]) == data[:1001]
+    # Large plain text (encoding utf-8) goes the same way, byte-exact.
+    text = "ünïcode line\n" * 100000
+    st, rep = fs(runner, tid, "write", "POST", {"path": target, "content": text}, timeout=120)
+    assert st == 200 and rep["size"] == len(text.encode()), rep
+    assert docker("exec", c, "sha256sum", target).stdout.split()[0] == __import__("hashlib").sha256(text.encode()).hexdigest()
+    docker("exec", c, "rm", "-f", target, f"{target}.link")
+
+
 def test_fs_read_10mib_exact_and_truncated(env, tmp_path):
     runner, ids = env
     tid = ids["debian"]

@@ -130,3 +130,140 @@ TEST(Base64, EncodeMatchesBitByBitReference) {
     EXPECT_EQ(base64_encode(s), want) << len;
   }
 }
+
+namespace {
+// Mutations of valid base64 that real clients rarely send: whitespace,
+// stray characters, '=' in odd places. Some stay decodable (lenient path).
+std::string mutate(std::string s, std::mt19937& rng) {
+  static constexpr char kOdd[] = " \n\r\t=!-_.\x80\xff";
+  const int edits = 1 + static_cast<int>(rng() % 3);
+  for (int e = 0; e < edits; ++e) {
+    const std::size_t at = s.empty() ? 0 : rng() % (s.size() + 1);
+    const char c = kOdd[rng() % (sizeof(kOdd) - 1)];
+    switch (rng() % 3) {
+      case 0: s.insert(s.begin() + static_cast<std::ptrdiff_t>(at), c); break;
+      case 1: if (at < s.size()) s[at] = c; break;
+      default: if (at < s.size()) s.erase(at, 1); break;
+    }
+  }
+  return s;
+}
+}  // namespace
+
+// base64_canonical_size accepts a text only when base64_decode_lenient does,
+// with the size of exactly its bytes; whatever it refuses still goes
+// through the lenient decoder unchanged (the write path falls back to it).
+TEST(Base64, CanonicalSizeAgreesWithTheLenientDecoder) {
+  std::mt19937 rng(23);
+  std::size_t canonical = 0, refused = 0;
+  for (int round = 0; round < 4000; ++round) {
+    std::string bytes(rng() % 40, '\0');
+    for (auto& c : bytes) c = static_cast<char>(rng());
+    std::string text = base64_encode(bytes);
+    if (round % 2 == 1) text = mutate(text, rng);
+    std::string err;
+    auto lenient = base64_decode_lenient(text, err);
+    auto size = base64_canonical_size(text);
+    if (round % 2 == 0) ASSERT_TRUE(size) << text;  // untouched encoder output is canonical
+    if (size) {
+      ++canonical;
+      ASSERT_TRUE(lenient) << text;
+      ASSERT_EQ(*size, lenient->size()) << text;
+      std::string out(*size, '\0');
+      ASSERT_EQ(base64_decode_canonical_chunk(text, out.data()), *size) << text;
+      EXPECT_EQ(out, *lenient) << text;
+    } else {
+      ++refused;
+      // Anything outside the canonical form: not a multiple of 4, a
+      // character outside the alphabet before the padding, or '=' anywhere
+      // but closing the last group.
+      const std::size_t data = text.find('=');
+      const bool looks_canonical =
+          text.size() % 4 == 0 && (data == std::string::npos || data + 2 >= text.size()) &&
+          text.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") ==
+              std::string::npos &&
+          (data == std::string::npos || text.find_first_not_of('=', data) == std::string::npos) &&
+          !(data != std::string::npos && data % 4 < 2);
+      EXPECT_FALSE(looks_canonical) << text;
+    }
+  }
+  EXPECT_GT(canonical, 2000u);
+  EXPECT_GT(refused, 500u);
+  EXPECT_EQ(base64_canonical_size(""), std::optional<std::size_t>(0));
+  EXPECT_FALSE(base64_canonical_size("QU JD"));
+  EXPECT_FALSE(base64_canonical_size("QUJD\n"));
+  EXPECT_FALSE(base64_canonical_size("Zm9v===="));  // lenient accepts it: not here
+  EXPECT_FALSE(base64_canonical_size("Z==="));
+  EXPECT_FALSE(base64_canonical_size("Zm=v"));
+  EXPECT_FALSE(base64_canonical_size("===="));
+  EXPECT_EQ(base64_canonical_size("Zh=="), std::optional<std::size_t>(1));
+  EXPECT_EQ(base64_canonical_size("Zm9vYmE="), std::optional<std::size_t>(5));
+}
+
+// Decoding piece by piece, cut at every multiple of 4 characters (and into
+// many small pieces), gives the same bytes as decoding the whole text.
+TEST(Base64, CanonicalChunksDecodeAtEveryBoundary) {
+  std::mt19937 rng(29);
+  for (std::size_t len : {0u, 1u, 2u, 3u, 4u, 5u, 6u, 47u, 48u, 49u, 50u, 301u}) {
+    std::string bytes(len, '\0');
+    for (auto& c : bytes) c = static_cast<char>(rng());
+    const std::string text = base64_encode(bytes);
+    ASSERT_EQ(base64_canonical_size(text), std::optional<std::size_t>(len));
+    for (std::size_t cut = 0; cut <= text.size(); cut += 4) {
+      std::string out(len, '\0');
+      std::size_t n = base64_decode_canonical_chunk(std::string_view(text).substr(0, cut), out.data());
+      n += base64_decode_canonical_chunk(std::string_view(text).substr(cut), out.data() + n);
+      ASSERT_EQ(n, len) << len << " cut at " << cut;
+      EXPECT_EQ(out, bytes) << len << " cut at " << cut;
+    }
+    for (std::size_t piece : {4u, 8u, 12u, 400u}) {
+      std::string out(len, '\0');
+      std::size_t n = 0;
+      for (std::size_t at = 0; at < text.size(); at += piece)
+        n += base64_decode_canonical_chunk(std::string_view(text).substr(at, piece), out.data() + n);
+      ASSERT_EQ(n, len);
+      EXPECT_EQ(out, bytes) << len << " pieces of " << piece;
+    }
+  }
+}
+
+TEST(Base64, EncodeIntoWritesTheSameCharacters) {
+  std::mt19937 rng(31);
+  for (std::size_t len = 0; len < 40; ++len) {
+    std::string s(len, '\0');
+    for (auto& c : s) c = static_cast<char>(rng());
+    std::string out(base64_encoded_size(len) + 1, '#');
+    EXPECT_EQ(base64_encode_into(s, out.data()), base64_encoded_size(len));
+    EXPECT_EQ(out.back(), '#');  // nothing written past the end
+    out.pop_back();
+    EXPECT_EQ(out, base64_encode(s));
+  }
+}
+
+// Pieces of any size, cut at every offset: the same text as one encode.
+TEST(Base64, PieceEncoderMatchesWholeEncodeAtEveryCut) {
+  std::mt19937 rng(37);
+  for (std::size_t len : {0u, 1u, 2u, 3u, 4u, 5u, 7u, 31u, 100u}) {
+    std::string s(len, '\0');
+    for (auto& c : s) c = static_cast<char>(rng());
+    const std::string want = base64_encode(s);
+    for (std::size_t a = 0; a <= len; ++a) {
+      for (std::size_t b = a; b <= len; ++b) {
+        std::string out(base64_encoded_size(len) + 1, '#');
+        Base64PieceEncoder enc(out.data());
+        enc.feed(std::string_view(s).substr(0, a));
+        enc.feed(std::string_view(s).substr(a, b - a));
+        enc.feed(std::string_view(s).substr(b));
+        ASSERT_EQ(enc.finish(), want.size()) << len << " " << a << " " << b;
+        EXPECT_EQ(out.back(), '#');
+        out.pop_back();
+        ASSERT_EQ(out, want) << len << " cut at " << a << ", " << b;
+      }
+    }
+    std::string out(base64_encoded_size(len), '\0');
+    Base64PieceEncoder enc(out.data());
+    for (char c : s) enc.feed(std::string_view(&c, 1));
+    EXPECT_EQ(enc.finish(), want.size());
+    EXPECT_EQ(out, want);
+  }
+}

@@ -144,3 +144,27 @@ TEST(FsParse, PlainStringMemberRefusesControlCharactersAtAnyOffset) {
   ASSERT_TRUE(v);
   EXPECT_EQ(*v, base + " ~\xC3\xA9\x7F");
 }
+
+// The view form points into the body (no copy of a large value); invalid
+// UTF-8 is still refused at any offset, valid multi-byte text accepted,
+// whether or not a word of it is pure ASCII.
+TEST(FsParse, PlainStringMemberViewAndUtf8AtAnyOffset) {
+  std::string rest;
+  const std::string base(40, 'B');
+  for (std::size_t pos = 0; pos < 24; ++pos) {
+    std::string bad = base;
+    bad[pos] = '\xff';
+    EXPECT_FALSE(find_plain_string_member(R"({"content":")" + bad + R"("})", "content", rest)) << pos;
+    std::string cut = base;
+    cut[pos] = '\xC3';  // a lead byte without its continuation
+    EXPECT_FALSE(find_plain_string_member(R"({"content":")" + cut + R"("})", "content", rest)) << pos;
+    std::string good = base;
+    good.replace(pos, 2, "\xC3\xA9");
+    const std::string body = R"({"path":"/x","content":")" + good + R"("})";
+    auto v = find_plain_string_member(body, "content", rest);
+    ASSERT_TRUE(v) << pos;
+    EXPECT_EQ(*v, good);
+    EXPECT_EQ(v->data(), body.data() + body.find(good));
+    EXPECT_EQ(rest, R"({"path":"/x","content":""})");
+  }
+}
