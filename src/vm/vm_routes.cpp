@@ -2,6 +2,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 
@@ -29,9 +30,6 @@ namespace {
 json ok_body() { return json{{"status", "ok"}}; }
 json message_body(const std::string& m) { return json{{"message", m}}; }
 
-bool is_decimal_id(const std::string& s) {
-  return !s.empty() && s.size() <= 18 && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
 
 std::vector<std::string> sorted_regular_files(const fs::path& dir, std::uint64_t& blocks_bytes) {
   std::vector<std::string> files;
@@ -139,14 +137,25 @@ std::variant<VmHeartbeat, json> parse_vm_heartbeat(std::string_view body) {
   return hb;
 }
 
+std::optional<std::int64_t> parse_vm_task_id(std::string_view s) {
+  // Host ids are 63-bit snowflakes: 19 digits. Decimal digits only (no sign,
+  // no space) and no overflow.
+  if (s.empty() || s.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+  std::int64_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
 json vm_instances_listing(const fs::path& instances_dir, const fs::path& run_dir, const std::vector<int64_t>& tracked) {
   std::vector<std::pair<int64_t, std::string>> ids;
   std::error_code ec;
   for (fs::directory_iterator it(instances_dir, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
     std::error_code dec;
-    if (!is_decimal_id(name) || !it->is_directory(dec)) continue;
-    ids.emplace_back(std::stoll(name), name);
+    const auto id = parse_vm_task_id(name);
+    if (!id || !it->is_directory(dec)) continue;
+    ids.emplace_back(*id, name);
   }
   std::sort(ids.begin(), ids.end());
   json list = json::array();
@@ -315,10 +324,8 @@ asio::awaitable<void> VmService::forward(api::WebSocket& ws, std::string contain
                                          tunnel::Proto proto) {
   // vm-{task_id}; the VM must be tracked and have its address.
   std::string ip;
-  const std::string digits = container_id.substr(3);
-  if (!digits.empty() && digits.size() <= 18 &&
-      digits.find_first_not_of("0123456789") == std::string::npos) {
-    auto it = vms_.find(std::stoll(digits));
+  if (auto id = parse_vm_task_id(std::string_view(container_id).substr(3))) {
+    auto it = vms_.find(*id);
     if (it != vms_.end() && !it->second->gone) ip = it->second->state.vm_ip;
   }
   if (ip.empty()) {

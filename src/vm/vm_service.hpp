@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -82,6 +83,10 @@ struct VmHeartbeat {
   std::string status = "healthy";
 };
 std::variant<VmHeartbeat, nlohmann::json> parse_vm_heartbeat(std::string_view body);
+
+// A VM task id as written in instance directory names and `vm-{id}` forward
+// targets: decimal digits that fit int64 (host ids are 19-digit snowflakes).
+std::optional<std::int64_t> parse_vm_task_id(std::string_view s);
 
 // §14 GET /api/vps/vm-instances body for `instances_dir` (blocking: walks
 // the directories). `tracked` says which ids have a store row. QEMU counts

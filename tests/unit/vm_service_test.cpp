@@ -91,6 +91,31 @@ TEST(VmInstancesListing, Section14Shape) {
   EXPECT_EQ(none["total_disk_usage_bytes"], 0);
 }
 
+TEST(VmTaskId, TakesTheHostsNineteenDigitSnowflakes) {
+  // The upstream host's ids are 19-digit snowflakes (seen in the interop run).
+  EXPECT_EQ(parse_vm_task_id("7535496149256372224"), 7535496149256372224LL);
+  EXPECT_EQ(parse_vm_task_id("9223372036854775807"), INT64_MAX);
+  EXPECT_EQ(parse_vm_task_id("42"), 42);
+  EXPECT_FALSE(parse_vm_task_id("9223372036854775808"));  // overflow
+  EXPECT_FALSE(parse_vm_task_id("99999999999999999999"));
+  EXPECT_FALSE(parse_vm_task_id(""));
+  EXPECT_FALSE(parse_vm_task_id("-1"));
+  EXPECT_FALSE(parse_vm_task_id("+1"));
+  EXPECT_FALSE(parse_vm_task_id("1 "));
+  EXPECT_FALSE(parse_vm_task_id("abc"));
+}
+
+TEST(VmInstancesListing, ListsSnowflakeIds) {
+  TempDir tmp;
+  auto inst = tmp.dir / "instances";
+  tmp.write("instances/7535496149256372224/root.qcow2", "disk");
+  tmp.write("instances/99999999999999999999/root.qcow2", "not an int64: ignored");
+  json l = vm_instances_listing(inst, tmp.dir / "run", {7535496149256372224LL});
+  ASSERT_EQ(l["instances"].size(), 1u) << l.dump();
+  EXPECT_EQ(l["instances"][0]["task_id"], "7535496149256372224");
+  EXPECT_EQ(l["instances"][0]["in_task_store"], true);
+}
+
 TEST(OverlayReservation, ParsesTheHostsReply) {
   auto r = kr::vm::parse_overlay_reservation(
       R"({"ip": "10.128.64.77", "runner": "node1", "token": "abc.def", "expires_at": "2026-01-01T00:30:00",
