@@ -21,8 +21,8 @@
 # list, the host's restart (QMP reset) and stop; then that no QEMU, TAP or
 # QMP socket is left in the namespace.
 #
-# Needs qemu-system-x86_64, qemu-img, cloud-localds or genisoimage as the
-# runner's VM tests do, `ssh`, and the test image that
+# Needs qemu-system-x86_64, qemu-img, genisoimage or mkisofs (as the
+# runner's VM tests), `ssh`, and the test image that
 # tests/images/build-vm-image.sh builds (KR_VM_IMAGE, default
 # /var/cache/kr-test/vm-images/debian-12-kr.qcow2). Runs under TCG: a boot
 # takes minutes. KR_BINARY picks the runner binary (default build/kohakuriver);
