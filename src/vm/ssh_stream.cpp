@@ -64,10 +64,21 @@ struct SshStream::Shared : std::enable_shared_from_this<SshStream::Shared> {
     asio::post(work, [self] { self->timer.cancel(); });
   }
 
-  void run(SshStreamSpec spec);
+  // `self` is the worker's reference: handed to the I/O thread at the end
+  // (finish) so the timer is destroyed there, while its io_context exists.
+  void run(SshStreamSpec spec, std::shared_ptr<Shared> self);
+  void finish(std::shared_ptr<Shared> self);
 };
 
-void SshStream::Shared::run(SshStreamSpec spec) {
+void SshStream::Shared::finish(std::shared_ptr<Shared> self) {
+  // The worker must not hold the last reference: once `work` is released
+  // the io_context may end and be destroyed, and a timer destroyed after
+  // that touches a freed service (UBSan saw it in VmSshServer tests).
+  asio::any_io_executor w = std::move(work);
+  asio::post(w, [self = std::move(self), w]() mutable { self.reset(); });
+}
+
+void SshStream::Shared::run(SshStreamSpec spec, std::shared_ptr<Shared> self) {
   SshConnection c;
   std::string why = c.open(spec.target, spec.connect_timeout);
   if (why.empty()) {
@@ -86,7 +97,7 @@ void SshStream::Shared::run(SshStreamSpec spec) {
   }
   poke_reader();
   if (!why.empty()) {
-    work = asio::any_io_executor();
+    finish(std::move(self));
     return;
   }
 
@@ -158,7 +169,7 @@ void SshStream::Shared::run(SshStreamSpec spec) {
     error = failure;
   }
   poke_reader();
-  work = asio::any_io_executor();
+  finish(std::move(self));
   // ~SshConnection closes the channel (the remote shell gets SIGHUP) and
   // disconnects.
 }
@@ -170,7 +181,10 @@ asio::awaitable<std::unique_ptr<SshStream>> SshStream::open(SshStreamSpec spec) 
   auto sh = std::make_shared<Shared>(co_await asio::this_coro::executor);
   if (::pipe2(sh->wake, O_CLOEXEC | O_NONBLOCK) != 0) throw SshStreamError("cannot create a pipe");
   sh->work = asio::prefer(co_await asio::this_coro::executor, asio::execution::outstanding_work.tracked);
-  std::thread(&Shared::run, sh, std::move(spec)).detach();  // keeps `sh` alive
+  std::thread([sh, spec = std::move(spec)]() mutable {
+    Shared* p = sh.get();
+    p->run(std::move(spec), std::move(sh));  // keeps it alive, then hands it to the I/O thread
+  }).detach();
   for (;;) {
     {
       std::lock_guard lk(sh->mu);

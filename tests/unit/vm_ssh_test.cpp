@@ -166,7 +166,7 @@ TEST_F(VmSshServer, ExecRunsACommandLineWithStdinStdoutStderrAndExitStatus) {
 
   // The filesystem API's write: content through stdin (2 MiB, binary).
   std::string blob;
-  for (int i = 0; i < (2 << 20); ++i) blob.push_back(static_cast<char>((i * 7919) & 0xff));
+  for (int i = 0; i < (2 << 20); ++i) blob.push_back(static_cast<char>((static_cast<unsigned>(i) * 7919u) & 0xffu));
   const fs::path file = tmp_.dir / "dir with space" / "blob";
   fs::create_directories(file.parent_path());
   r = ssh_exec(target_, join_command({"sh", "-c", "cat > \"$1\"", "sh", file.string()}), blob,
