@@ -305,15 +305,20 @@ struct Transport::Impl : std::enable_shared_from_this<Transport::Impl> {
     co_return ec;
   }
 
-  // Sends the header, then the pieces `upload_next` makes, one at a time.
-  asio::awaitable<error_code> write_pieces(Conn& conn, const HttpRequest& req) {
+  // The header of a request whose body the caller then writes itself.
+  asio::awaitable<error_code> write_body_header(Conn& conn, const HttpRequest& req, std::uint64_t length) {
     http::request<http::empty_body> r{to_verb(req.method), req.target, 11};
     fill_headers(r, req);
     r.set(http::field::content_type, req.content_type);
-    r.content_length(req.upload_size);
+    r.content_length(length);
     http::request_serializer<http::empty_body> sr{r};
     auto [ec, n] = co_await http::async_write_header(conn.sock, sr, kTok);
-    if (ec) co_return ec;
+    co_return ec;
+  }
+
+  // Sends the header, then the pieces `upload_next` makes, one at a time.
+  asio::awaitable<error_code> write_pieces(Conn& conn, const HttpRequest& req) {
+    if (auto ec = co_await write_body_header(conn, req, req.upload_size)) co_return ec;
     std::uint64_t remaining = req.upload_size;
     while (remaining > 0) {
       const std::string_view piece = req.upload_next();
@@ -352,13 +357,7 @@ struct Transport::Impl : std::enable_shared_from_this<Transport::Impl> {
     if (opened.fd < 0)
       throw DockerError(DockerError::Kind::InvalidArgument, 0,
                         "cannot read " + req.upload_file->string() + ": " + opened.error);
-    http::request<http::empty_body> r{to_verb(req.method), req.target, 11};
-    fill_headers(r, req);
-    r.set(http::field::content_type, req.content_type);
-    r.content_length(opened.size);
-    http::request_serializer<http::empty_body> sr{r};
-    auto [ec, n] = co_await http::async_write_header(conn.sock, sr, kTok);
-    if (ec) co_return ec;
+    if (auto ec = co_await write_body_header(conn, req, opened.size)) co_return ec;
 
     // Shared with the reading thread, which may outlive this call when a
     // read hangs: it owns the descriptor from then on.

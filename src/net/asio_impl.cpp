@@ -6,13 +6,14 @@
 // XORs one byte at a time; it was the runner's largest user-space cost when
 // relaying tunnel traffic (every client frame is masked). Its separately
 // compiled definition is left out here and replaced below by one with the
-// same contract that works 8 bytes at a time (tests/unit/beast_mask_test.cpp
+// same contract that works 32 bytes at a time (tests/unit/beast_mask_test.cpp
 // checks it against the byte-wise definition).
 #define BOOST_BEAST_WEBSOCKET_DETAIL_MASK_IPP
 #include <boost/beast/src.hpp>
 
 #include <boost/beast/websocket/detail/mask.hpp>
-#include <cstring>
+
+#include "tunnel/ws_client_codec.hpp"
 
 namespace boost::beast::websocket::detail {
 
@@ -24,26 +25,14 @@ void prepare_key(prepared_key& prepared, std::uint32_t key) {
 }
 
 // XORs byte i of `b` with key[i % 4], then rotates the key by the buffer's
-// length so that the next buffer continues the same key stream.
+// length so that the next buffer continues the same key stream. The XOR is
+// the tunnel codec's vectorised one (key bytes in wire order).
 void mask_inplace(net::mutable_buffer const& b, prepared_key& key) {
-  auto* p = static_cast<unsigned char*>(b.data());
   const std::size_t n = b.size();
   const prepared_key k = key;
-  // 16-byte vectors (SSE2, part of baseline x86-64), two per iteration.
-  typedef unsigned char v16 __attribute__((vector_size(16)));
-  v16 k16;
-  for (std::size_t j = 0; j < 16; ++j) k16[j] = k[j & 3];
-  std::size_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    v16 a, c;
-    std::memcpy(&a, p + i, 16);
-    std::memcpy(&c, p + i + 16, 16);
-    a ^= k16;
-    c ^= k16;
-    std::memcpy(p + i, &a, 16);
-    std::memcpy(p + i + 16, &c, 16);
-  }
-  for (; i < n; ++i) p[i] ^= k[i & 3];
+  const std::uint32_t wire_key = (std::uint32_t{k[0]} << 24) | (std::uint32_t{k[1]} << 16) |
+                                 (std::uint32_t{k[2]} << 8) | std::uint32_t{k[3]};
+  kr::tunnel::ws::apply_mask(static_cast<char*>(b.data()), n, wire_key, 0);
   for (std::size_t j = 0; j < 4; ++j) key[j] = k[(j + n) & 3];
 }
 

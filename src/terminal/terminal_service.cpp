@@ -33,22 +33,62 @@ std::string frame(const char* type, const std::string& data) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+// Output starts after the first client message (so an initial resize
+// applies before the prompt) or 2 s, like upstream.
+asio::awaitable<void> wait_first_message(api::WebSocket* ws, const bool& seen) {
+  const auto start = std::chrono::steady_clock::now();
+  asio::steady_timer t(co_await asio::this_coro::executor);
+  while (!seen && std::chrono::steady_clock::now() - start < kFirstMessageWait && ws->is_open()) {
+    t.expires_after(std::chrono::milliseconds(10));
+    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+}
+
+// One client message (§7.2), the same for containers and VMs: binary frames
+// and invalid JSON are ignored; a JSON value without a string `type` ends
+// the session (upstream's validation error).
+struct ClientMessage {
+  enum class Kind { Ignore, End, Input, Resize } kind = Kind::Ignore;
+  std::string data;   // Input (a string `data`; absent: not an input)
+  int rows = 0, cols = 0;  // Resize, both > 0
+};
+
+ClientMessage parse_client_message(const api::WsMessage& m) {
+  ClientMessage out;
+  if (m.binary) return out;
+  auto j = json::parse(m.data, nullptr, false);
+  if (j.is_discarded()) return out;
+  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) {
+    out.kind = ClientMessage::Kind::End;
+    return out;
+  }
+  const std::string type = j["type"].get<std::string>();
+  if (type == "input") {
+    if (j.contains("data") && j["data"].is_string()) {
+      out.kind = ClientMessage::Kind::Input;
+      out.data = j["data"].get<std::string>();
+    }
+  } else if (type == "resize") {
+    auto num = [&](const char* k) -> int {
+      if (!j.contains(k) || !j[k].is_number_integer()) return 0;
+      return static_cast<int>(std::clamp<std::int64_t>(j[k].get<std::int64_t>(), 0, 10000));
+    };
+    out.rows = num("rows");
+    out.cols = num("cols");
+    if (out.rows > 0 && out.cols > 0) out.kind = ClientMessage::Kind::Resize;
+  }
+  return out;
+}
+
 struct Shared {
   std::shared_ptr<docker::ExecStream> stream;
   bool first_message_seen = false;
   std::shared_ptr<DoneFlag> pump_done = std::make_shared<DoneFlag>();
 };
 
-// Shell output -> "output" frames. Starts after the first client message
-// (so an initial resize applies before the prompt) or 2 s, like upstream.
+// Shell output -> "output" frames, after wait_first_message.
 asio::awaitable<void> pump_output(api::WebSocket* ws, std::shared_ptr<Shared> sh) {
-  const auto start = std::chrono::steady_clock::now();
-  asio::steady_timer t(co_await asio::this_coro::executor);
-  while (!sh->first_message_seen && std::chrono::steady_clock::now() - start < kFirstMessageWait &&
-         ws->is_open()) {
-    t.expires_after(std::chrono::milliseconds(10));
-    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
-  }
+  co_await wait_first_message(ws, sh->first_message_seen);
   bool ok = co_await ws->send(frame("output", ""));  // ready acknowledgement
   Utf8StreamDecoder utf8;
   while (ok) {
@@ -68,30 +108,14 @@ asio::awaitable<void> pump_output(api::WebSocket* ws, std::shared_ptr<Shared> sh
 // validation error).
 asio::awaitable<bool> handle_client_message(docker::DockerClient& docker, const std::string& exec_id,
                                             Shared& sh, const api::WsMessage& m) {
-  if (m.binary) co_return true;  // not part of the protocol; ignored
-  auto j = json::parse(m.data, nullptr, false);
-  if (j.is_discarded()) co_return true;  // invalid JSON is ignored (§7.2)
-  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) co_return false;
-  const std::string type = j["type"].get<std::string>();
-  if (type == "input") {
-    if (j.contains("data") && j["data"].is_string() && !j["data"].get_ref<const std::string&>().empty()) {
-      const std::string data = j["data"].get<std::string>();
-      co_await sh.stream->write(data);
-    }
-  } else if (type == "resize") {
-    auto num = [&](const char* k) -> int {
-      if (!j.contains(k)) return 0;
-      const auto& v = j[k];
-      if (v.is_number_integer()) return static_cast<int>(std::clamp<std::int64_t>(v.get<std::int64_t>(), 0, 10000));
-      return 0;
-    };
-    const int rows = num("rows"), cols = num("cols");
-    if (rows > 0 && cols > 0) {
-      try {
-        co_await docker::resize_exec(docker, exec_id, rows, cols, std::chrono::milliseconds(5000));
-      } catch (const DockerError& e) {
-        spdlog::warn("terminal: resize failed: {}", e.message);
-      }
+  const ClientMessage c = parse_client_message(m);
+  if (c.kind == ClientMessage::Kind::End) co_return false;
+  if (c.kind == ClientMessage::Kind::Input && !c.data.empty()) co_await sh.stream->write(c.data);
+  if (c.kind == ClientMessage::Kind::Resize) {
+    try {
+      co_await docker::resize_exec(docker, exec_id, c.rows, c.cols, std::chrono::milliseconds(5000));
+    } catch (const DockerError& e) {
+      spdlog::warn("terminal: resize failed: {}", e.message);
     }
   }
   co_return true;
@@ -107,13 +131,7 @@ struct VmShared {
 };
 
 asio::awaitable<void> pump_vm_output(api::WebSocket* ws, std::shared_ptr<VmShared> sh) {
-  const auto start = std::chrono::steady_clock::now();
-  asio::steady_timer t(co_await asio::this_coro::executor);
-  while (!sh->first_message_seen && std::chrono::steady_clock::now() - start < kFirstMessageWait &&
-         ws->is_open()) {
-    t.expires_after(std::chrono::milliseconds(10));
-    co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
-  }
+  co_await wait_first_message(ws, sh->first_message_seen);
   bool ok = co_await ws->send(frame("output", ""));  // ready acknowledgement
   Utf8StreamDecoder utf8;
   while (ok) {
@@ -135,21 +153,10 @@ asio::awaitable<void> pump_vm_output(api::WebSocket* ws, std::shared_ptr<VmShare
 // Same message protocol as the Docker path (input, resize; invalid JSON
 // ignored); false when the message's shape ends the session.
 bool handle_vm_message(vm::SshStream& stream, const api::WsMessage& m) {
-  if (m.binary) return true;
-  auto j = json::parse(m.data, nullptr, false);
-  if (j.is_discarded()) return true;
-  if (!j.is_object() || !j.contains("type") || !j["type"].is_string()) return false;
-  const std::string type = j["type"].get<std::string>();
-  if (type == "input") {
-    if (j.contains("data") && j["data"].is_string()) stream.write(j["data"].get<std::string>());
-  } else if (type == "resize") {
-    auto num = [&](const char* k) -> int {
-      if (!j.contains(k) || !j[k].is_number_integer()) return 0;
-      return static_cast<int>(std::clamp<std::int64_t>(j[k].get<std::int64_t>(), 0, 10000));
-    };
-    const int rows = num("rows"), cols = num("cols");
-    if (rows > 0 && cols > 0) stream.resize(rows, cols);
-  }
+  const ClientMessage c = parse_client_message(m);
+  if (c.kind == ClientMessage::Kind::End) return false;
+  if (c.kind == ClientMessage::Kind::Input) stream.write(c.data);
+  if (c.kind == ClientMessage::Kind::Resize) stream.resize(c.rows, c.cols);
   return true;
 }
 
