@@ -481,7 +481,7 @@ asio::awaitable<void> VmService::restart_in_background(VmPtr vm) {
   }
   std::string error;
   std::optional<LaunchedVm> launched;
-  if (error.empty()) {
+  {
     const QemuSettings settings = settings_;
     const std::vector<std::string> argv = vm->argv;
     const std::vector<std::string> pci = vm->state.gpu_pci_addresses;

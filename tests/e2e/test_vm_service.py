@@ -300,7 +300,8 @@ def _lifecycle(ns, host, make_runner, cfg, inst):
     status, body = http("DELETE", runner.url("/api/vps/vm-instances/44?force=true"), timeout=60)
     assert status == 200 and body["freed_bytes"] > 0, body
     assert not (inst / "44").exists() and not ns.link_exists("tap-" + _tap(44))
-    _qemu_that_will_not_die(ns, host, runner, cfg, inst, pid43)
+    restart = lambda old: (old.stop(), start_in_netns(make_runner(host, start=False, **cfg), ns))[1]
+    runner = _qemu_that_will_not_die(ns, host, runner, restart, inst, pid43)
     listing = http("GET", runner.url("/api/vps/vm-instances"))[1]
     assert all(not i["qemu_running"] for i in listing["instances"])
 
@@ -377,7 +378,7 @@ def _still_tracked(ns, host, runner, inst, task_id, pid):
     assert [u for u in host.updates_for(task_id) if u["completed_at"]] == []
 
 
-def _qemu_that_will_not_die(ns, host, runner, cfg, inst, pid43):
+def _qemu_that_will_not_die(ns, host, runner, restart, inst, pid43):
     """Issue 16 point 5, with a QEMU frozen in a cgroup-v1 freezer group (it
     holds the SIGKILL until thawed)."""
     # A kill during a restart cancels the restart (was 409); 200 at once.
@@ -412,6 +413,12 @@ def _qemu_that_will_not_die(ns, host, runner, cfg, inst, pid43):
         # Its address is still taken: the next VM gets another one.
         status, body = http("POST", runner.url("/api/vps/create"), vm_body(47, ssh_port=40027), timeout=120)
         assert status == 200 and body["vm_ip"] != http("GET", runner.url("/api/vps/46/vm-status"))[1]["vm_ip"], body
+        # The stop is durable: a restarted runner finishes it, and never
+        # reports the VM running again.
+        runner = restart(runner)
+        wait_until(lambda: http("GET", runner.url("/api/vps/46/vm-status"))[0] == 200, 30, "VM 46 to be tracked")
+        _still_tracked(ns, host, runner, inst, 46, pid46)
+        assert [u["status"] for u in host.updates_for(46) if u["status"] == "running"] == []
         frozen.thaw()
         final = host.wait_for("update", timeout=60,
                               pred=lambda r: r.json()["task_id"] == 46 and r.json()["completed_at"])
@@ -422,6 +429,7 @@ def _qemu_that_will_not_die(ns, host, runner, cfg, inst, pid43):
                 timeout=60) == (200, {"message": "Task 47 killed."})
     final = host.wait_for("update", pred=lambda r: r.json()["task_id"] == 47 and r.json()["completed_at"])
     assert [u.json()["status"] for u in final] == ["killed"]
+    return runner
 
 
 def test_vm_watchdog_stops_silent_vm(host_any, make_runner, tmp_path):
