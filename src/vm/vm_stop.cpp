@@ -14,7 +14,6 @@
 #include <spdlog/spdlog.h>
 
 #include "common/blocking.hpp"
-#include "vm/process.hpp"
 #include "vm/vfio.hpp"
 #include "vm/vm_service.hpp"
 
