@@ -1,0 +1,123 @@
+"""Switching a live node from the Python runner to this one (issue 18): the
+layout the Python runner leaves (tests/e2e/pylayout.py, made as upstream
+makes it) is adopted by this runner on its first start."""
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from pylayout import (DOCKER, REAL_KVAULT_VALUE_12, PythonStateStore, PythonTask, ensure_python_network,
+                      task_entry)
+from taskutil import IMAGE, docker, final_report, new_task_id, wait_until
+
+RECONCILED = "Task startup reconciliation done"
+LOST_MESSAGE = ("Container not found on runner startup: this task was started by the previous (Python) runner, "
+                "which stopped before the task ended; its exit code is unknown.")
+
+
+def python_config(tmp_path: Path) -> dict:
+    cfg = {"SHARED_DIR": str(tmp_path / "share"), "LOCAL_TEMP_DIR": str(tmp_path / "local")}
+    for d in cfg.values():
+        Path(d).mkdir(parents=True, exist_ok=True)
+    return cfg
+
+
+def wait_log(runner, text, timeout=30):
+    wait_until(lambda: text in runner.output(), timeout=timeout, what=f"runner log line {text!r}")
+
+
+def test_store_encoder_matches_real_kohakuvault_bytes():
+    # The fixture writer must produce what the real library wrote.
+    assert task_entry(12, "kohakuriver-task-12") == REAL_KVAULT_VALUE_12
+
+
+@pytest.fixture
+def python_tasks():
+    made = []
+    yield made
+    for t in made:
+        t.cleanup()
+
+
+def test_switch_adopts_running_task_and_reports_lost_one(host, make_runner, tmp_path, python_tasks):
+    cfg = python_config(tmp_path)
+    ensure_python_network()
+    store = PythonStateStore(cfg["LOCAL_TEMP_DIR"])
+    running_id, lost_id = new_task_id(), new_task_id()
+    # Runs until the test lets it go (a file in LOCAL_TEMP_DIR), so the exit
+    # happens after the switch whatever the machine's speed.
+    script = ("echo before switch; while [ ! -e /local_temp/go ]; do sleep 0.1; done; "
+              "echo after switch; exit 7")
+    task = PythonTask(cfg, store, running_id, "sh", ["-c", script], IMAGE)
+    python_tasks.append(task)
+    task.wait_running()
+    # A task it started whose --rm container ended while no runner was up:
+    # its entry stays, the container is gone.
+    store.add_task(lost_id)
+    # A container planted entry (the directory is writable by every task).
+    store.put(b"123", b"not a kohakuvault value")
+    task.kill_runner_only()
+    assert docker("inspect", "-f", "{{.State.Running}}", task.name).stdout.strip() == "true"
+
+    runner = make_runner(host, SHARED_DIR=cfg["SHARED_DIR"], LOCAL_TEMP_DIR=cfg["LOCAL_TEMP_DIR"])
+    runner.wait_listening()
+    wait_log(runner, f"Adopted task {running_id}")
+    # Every id read from the store is logged; the malformed one is named.
+    out = runner.output()
+    assert f"Python runner state store lists task {running_id}" in out
+    assert f"Python runner state store lists task {lost_id}" in out
+    assert "ignoring malformed entry key '123'" in out
+
+    lost = final_report(host, lost_id)
+    assert (lost["status"], lost["exit_code"], lost["message"]) == ("stopped", -1, LOST_MESSAGE)
+    # Listed as running while it runs under this runner.
+    host.wait_for("heartbeat", pred=lambda r: running_id in r.json().get("running_tasks", []))
+    assert not any(u["status"] not in ("running",) for u in host.updates_for(running_id))
+
+    (Path(cfg["LOCAL_TEMP_DIR"]) / "go").touch()
+    final = final_report(host, running_id)
+    assert (final["status"], final["exit_code"]) == ("failed", 7), (final, runner.output())
+    assert final["message"] == "Container exited with code 7."
+    # The wrapper inside the container kept writing where the Python
+    # runner's argv sent the output.
+    assert task.stdout_log.read_text() == "before switch\nafter switch\n"
+    wait_until(lambda: running_id not in host.of_kind("heartbeat")[-1].json().get("running_tasks", []),
+               what="task gone from heartbeats")
+    # The store itself was only read.
+    assert set(store.rows()) == {str(running_id), str(lost_id), "123"}
+
+
+def test_store_read_only_on_first_start(host, make_runner, tmp_path):
+    cfg = python_config(tmp_path)
+    runner = make_runner(host, SHARED_DIR=cfg["SHARED_DIR"], LOCAL_TEMP_DIR=cfg["LOCAL_TEMP_DIR"])
+    runner.wait_listening()
+    wait_log(runner, "First start on this node: no Python runner state store")
+    runner.stop()
+    # Written later (e.g. by a container: LOCAL_TEMP_DIR is mounted in all of
+    # them): never read, nothing reported.
+    store = PythonStateStore(cfg["LOCAL_TEMP_DIR"])
+    planted = new_task_id()
+    store.add_task(planted)
+    again = make_runner(host, SHARED_DIR=cfg["SHARED_DIR"], LOCAL_TEMP_DIR=cfg["LOCAL_TEMP_DIR"],
+                        RUNNER_PORT=runner.port)
+    again.wait_listening()
+    wait_until(lambda: again.output().count(RECONCILED) == 2, what="second start's reconciliation")
+    assert str(planted) not in again.output()
+    assert host.updates_for(planted) == []
+
+
+def test_container_labelled_for_another_node_left_alone(host, make_runner):
+    tid = new_task_id()
+    name = f"kohakuriver-task-{tid}"
+    docker("run", "-d", "--name", name, "--label", "kohakuriver.node=some-other-node", "--label",
+           "kohakuriver.kind=task", "--label", f"kohakuriver.task_id={tid}", IMAGE, "sleep", "300")
+    try:
+        runner = make_runner(host, HEARTBEAT_INTERVAL_SECONDS=1)
+        runner.wait_listening()
+        wait_log(runner, f"Leaving container {name} of node some-other-node alone")
+        host.wait_for("heartbeat", count=2, timeout=15)
+        assert docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip() == "true"
+        assert host.updates_for(tid) == []
+    finally:
+        docker("rm", "-f", name, check=False)
