@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <charconv>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -29,6 +30,31 @@ constexpr unsigned char kEncodingMsgPack = 0x04;
 constexpr off_t kMaxFileBytes = 64 << 20;
 constexpr int kMaxRows = 100000;
 constexpr std::size_t kMaxValueBytes = 64 << 10;
+
+// Nesting depth check before building the value: nlohmann's MessagePack
+// reader recurses per level, and a crafted value of nested one-byte arrays
+// must not exhaust the stack. Stops the parse at the first level too deep.
+struct DepthLimit : nlohmann::json_sax<json> {
+  int depth = 0;
+  bool too_deep = false;
+  bool enter() {
+    if (++depth > 8) too_deep = true;
+    return !too_deep;
+  }
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override { return enter(); }
+  bool key(string_t&) override { return true; }
+  bool end_object() override { return --depth, true; }
+  bool start_array(std::size_t) override { return enter(); }
+  bool end_array() override { return --depth, true; }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+};
 
 bool all_digits(std::string_view s) {
   if (s.empty()) return false;
@@ -160,11 +186,12 @@ void read_rows(const fs::path& copy, PythonStoreContents& out) {
 
 ParsedRow parse_python_store_row(std::string_view key, std::string_view value) {
   ParsedRow r;
-  if (key.size() > 18 || !all_digits(key) || (key.size() > 1 && key[0] == '0')) {
+  int64_t id = 0;
+  if (!all_digits(key) || (key.size() > 1 && key[0] == '0') ||
+      std::from_chars(key.data(), key.data() + key.size(), id).ec != std::errc()) {
     r.reason = "key is not a task id";
     return r;
   }
-  const int64_t id = std::stoll(std::string(key));
   if (value.size() > kMaxValueBytes) {
     r.reason = "value too large";
     return r;
@@ -175,6 +202,13 @@ ParsedRow parse_python_store_row(std::string_view key, std::string_view value) {
     return r;
   }
   const auto* p = reinterpret_cast<const std::uint8_t*>(value.data()) + kHeaderSize;
+  DepthLimit limit;
+  if (!json::sax_parse(p, p + (value.size() - kHeaderSize), &limit, nlohmann::detail::input_format_t::msgpack,
+                       /*strict=*/true) ||
+      limit.too_deep) {
+    r.reason = limit.too_deep ? "value nested too deeply" : "value is not valid MessagePack";
+    return r;
+  }
   json j = json::from_msgpack(p, p + (value.size() - kHeaderSize), /*strict=*/true, /*allow_exceptions=*/false);
   if (!j.is_object()) {
     r.reason = "value is not a MessagePack map";

@@ -4,6 +4,7 @@
 // ended while the runner was down are reported with their real exit codes,
 // the Python runner's unlabelled task containers are adopted, and nothing
 // is run twice.
+#include <charconv>
 #include <optional>
 
 #include <boost/asio/co_spawn.hpp>
@@ -48,13 +49,13 @@ std::string str_field(const json& j, const char* key) {
 // The id of a `kohakuriver-task-<id>` name (S-ARGV shape), else nullopt.
 std::optional<int64_t> task_id_from_container_name(const std::string& name) {
   static constexpr std::string_view kPrefix = "kohakuriver-task-";
-  if (name.size() <= kPrefix.size() || name.size() > kPrefix.size() + 18 || name.compare(0, kPrefix.size(), kPrefix) != 0)
-    return std::nullopt;
+  if (name.size() <= kPrefix.size() || name.compare(0, kPrefix.size(), kPrefix) != 0) return std::nullopt;
+  const char* first = name.data() + kPrefix.size();
+  const char* last = name.data() + name.size();
+  if (*first < '0' || *first > '9') return std::nullopt;
   int64_t id = 0;
-  for (std::size_t i = kPrefix.size(); i < name.size(); ++i) {
-    if (name[i] < '0' || name[i] > '9') return std::nullopt;
-    id = id * 10 + (name[i] - '0');
-  }
+  auto [end, ec] = std::from_chars(first, last, id);
+  if (ec != std::errc() || end != last) return std::nullopt;
   return id;
 }
 

@@ -62,18 +62,17 @@ def test_switch_adopts_running_task_and_reports_lost_one(host, make_runner, tmp_
 
     runner = make_runner(host, SHARED_DIR=cfg["SHARED_DIR"], LOCAL_TEMP_DIR=cfg["LOCAL_TEMP_DIR"])
     runner.wait_listening()
-    wait_log(runner, f"Adopted task {running_id}")
+    # Adopted: listed as running in heartbeats while it runs under this runner.
+    host.wait_for("heartbeat", pred=lambda r: running_id in r.json().get("running_tasks", []), timeout=30)
+    assert host.updates_for(running_id) == []
+    lost = final_report(host, lost_id)
+    assert (lost["status"], lost["exit_code"], lost["message"]) == ("stopped", -1, LOST_MESSAGE)
     # Every id read from the store is logged; the malformed one is named.
     out = runner.output()
+    assert f"Adopted task {running_id}" in out
     assert f"Python runner state store lists task {running_id}" in out
     assert f"Python runner state store lists task {lost_id}" in out
     assert "ignoring malformed entry key '123'" in out
-
-    lost = final_report(host, lost_id)
-    assert (lost["status"], lost["exit_code"], lost["message"]) == ("stopped", -1, LOST_MESSAGE)
-    # Listed as running while it runs under this runner.
-    host.wait_for("heartbeat", pred=lambda r: running_id in r.json().get("running_tasks", []))
-    assert not any(u["status"] not in ("running",) for u in host.updates_for(running_id))
 
     (Path(cfg["LOCAL_TEMP_DIR"]) / "go").touch()
     final = final_report(host, running_id)

@@ -92,7 +92,10 @@ TEST(PythonStore, ParsesVpsAndVmEntries) {
 TEST(PythonStore, RejectsMalformedRows) {
   const std::string good = kvault_value(task_value(5, "kohakuriver-task-5"));
   EXPECT_TRUE(parse_python_store_row("5", good).entry);
-  for (const char* key : {"", "05", "-5", "5 ", "abc", "1234567890123456789", "5\n"})
+  // Snowflake ids use all 19 digits of int64.
+  const int64_t big = 9223372036854775807;
+  EXPECT_TRUE(parse_python_store_row(std::to_string(big), kvault_value(task_value(big, "kohakuriver-task-" + std::to_string(big)))).entry);
+  for (const char* key : {"", "05", "-5", "+5", "5 ", "abc", "9223372036854775808", "5\n"})
     EXPECT_FALSE(parse_python_store_row(key, good).entry) << "key " << key;
   // Another task's name, another id, names that are not container names.
   EXPECT_FALSE(parse_python_store_row("6", good).entry);
@@ -113,6 +116,11 @@ TEST(PythonStore, RejectsMalformedRows) {
   EXPECT_FALSE(parse_python_store_row("5", good.substr(10)).entry);
   EXPECT_FALSE(parse_python_store_row("5", good.substr(0, good.size() - 3)).entry);
   EXPECT_FALSE(parse_python_store_row("5", good + "extra").entry);
+  // Deeply nested arrays: refused without recursing through them.
+  std::string deep(kRealValue12.substr(0, 10));
+  deep.append(60000, '\x91');
+  deep.push_back('\x00');
+  EXPECT_FALSE(parse_python_store_row("5", deep).entry);
   auto r = parse_python_store_row("5", std::string("\x89K", 2));
   EXPECT_FALSE(r.entry);
   EXPECT_FALSE(r.reason.empty());
