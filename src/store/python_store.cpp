@@ -182,6 +182,42 @@ void read_rows(const fs::path& copy, PythonStoreContents& out) {
   }
 }
 
+// Deletes the rows of `ids` from the copy and folds its WAL into the file,
+// so the file alone holds the result.
+void delete_rows(const fs::path& copy, const std::vector<int64_t>& ids) {
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(copy.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW,
+                           nullptr);
+  std::unique_ptr<sqlite3, int (*)(sqlite3*)> db(raw, sqlite3_close_v2);
+  if (rc != SQLITE_OK) throw StoreError(std::string("cannot open the copy: ") + sqlite3_errstr(rc));
+  sqlite3_db_config(raw, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
+  sqlite3_db_config(raw, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
+  sqlite3_db_config(raw, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, nullptr);
+  sqlite3_db_config(raw, SQLITE_DBCONFIG_ENABLE_VIEW, 0, nullptr);
+  auto exec = [raw](const char* sql) {
+    if (sqlite3_exec(raw, sql, nullptr, nullptr, nullptr) != SQLITE_OK)
+      throw StoreError(std::string(sql) + ": " + sqlite3_errmsg(raw));
+  };
+  exec("BEGIN IMMEDIATE");
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(raw, "DELETE FROM main.running_tasks WHERE key = ?1", -1, &st, nullptr) != SQLITE_OK)
+    throw StoreError(std::string("cannot prepare the delete: ") + sqlite3_errmsg(raw));
+  std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> guard(st, sqlite3_finalize);
+  for (int64_t id : ids) {
+    // KohakuVault stores str keys as their UTF-8 bytes in a BLOB column.
+    const std::string key = std::to_string(id);
+    sqlite3_reset(st);
+    sqlite3_bind_blob(st, 1, key.data(), static_cast<int>(key.size()), SQLITE_TRANSIENT);
+    if (sqlite3_step(st) != SQLITE_DONE) throw StoreError(std::string("delete failed: ") + sqlite3_errmsg(raw));
+  }
+  exec("COMMIT");
+  exec("PRAGMA main.wal_checkpoint(TRUNCATE)");
+}
+
+void unlink_if_present(int dir_fd, const char* name, const fs::path& shown) {
+  if (::unlinkat(dir_fd, name, 0) != 0 && errno != ENOENT) throw StoreError(errno_text("cannot remove " + shown.string()));
+}
+
 }  // namespace
 
 ParsedRow parse_python_store_row(std::string_view key, std::string_view value) {
@@ -265,6 +301,68 @@ PythonStoreContents read_python_store(const fs::path& local_temp_dir, const fs::
     out.error = e.what();
   }
   return out;
+}
+
+}  // namespace kr::store
+
+namespace kr::store {
+
+std::optional<std::string> remove_python_store_entries(const fs::path& local_temp_dir, const fs::path& scratch_dir,
+                                                       const std::vector<int64_t>& task_ids) {
+  if (task_ids.empty()) return std::nullopt;
+  const fs::path shown = python_store_path(local_temp_dir);
+  try {
+    Fd top(::open(local_temp_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (top.fd < 0) throw StoreError(errno_text("cannot open " + local_temp_dir.string()));
+    Fd dir(::openat(top.fd, ".kohakuriver", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (dir.fd < 0) throw StoreError(errno_text("cannot open " + shown.parent_path().string()));
+    struct stat orig {};
+    if (::fstatat(dir.fd, "runner-state.db", &orig, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) return std::nullopt;  // gone: nothing left to act on
+      throw StoreError(errno_text("cannot stat " + shown.string()));
+    }
+    // 1. A private copy (with its WAL), edited there.
+    ScratchFiles scratch{scratch_dir / "python-runner-state.edit.db"};
+    if (!copy_regular_file(dir.fd, "runner-state.db", scratch.db, shown)) return std::nullopt;
+    copy_regular_file(dir.fd, "runner-state.db-wal", scratch.db.string() + "-wal", shown.string() + "-wal");
+    delete_rows(scratch.db, task_ids);
+    // 2. Written next to the store as a new file (never through a planted
+    // name: O_EXCL|O_NOFOLLOW), owner and mode of the original.
+    static constexpr const char* kTmp = "runner-state.db.kohakuriver-edit";
+    unlink_if_present(dir.fd, kTmp, shown.parent_path() / kTmp);
+    {
+      Fd in(::open(scratch.db.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+      if (in.fd < 0) throw StoreError(errno_text("cannot reopen " + scratch.db.string()));
+      Fd out(::openat(dir.fd, kTmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+      if (out.fd < 0) throw StoreError(errno_text("cannot create " + (shown.parent_path() / kTmp).string()));
+      std::array<char, 65536> buf{};
+      for (;;) {
+        ssize_t n = ::read(in.fd, buf.data(), buf.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw StoreError(errno_text("cannot read " + scratch.db.string()));
+        if (n == 0) break;
+        for (ssize_t off = 0; off < n;) {
+          ssize_t w = ::write(out.fd, buf.data() + off, static_cast<size_t>(n - off));
+          if (w < 0 && errno == EINTR) continue;
+          if (w < 0) throw StoreError(errno_text("cannot write the edited store"));
+          off += w;
+        }
+      }
+      if (::fchown(out.fd, orig.st_uid, orig.st_gid) != 0 || ::fchmod(out.fd, orig.st_mode & 07777) != 0 ||
+          ::fsync(out.fd) != 0)
+        throw StoreError(errno_text("cannot finish the edited store"));
+    }
+    // 3. The old WAL must go before the new file takes the name: replayed
+    // onto the new file it would bring the rows back (or worse).
+    unlink_if_present(dir.fd, "runner-state.db-wal", shown.string() + "-wal");
+    unlink_if_present(dir.fd, "runner-state.db-shm", shown.string() + "-shm");
+    if (::renameat(dir.fd, kTmp, dir.fd, "runner-state.db") != 0)
+      throw StoreError(errno_text("cannot replace " + shown.string()));
+    ::fsync(dir.fd);
+  } catch (const std::exception& e) {
+    return std::string(e.what());
+  }
+  return std::nullopt;
 }
 
 }  // namespace kr::store

@@ -57,4 +57,17 @@ std::filesystem::path python_store_path(const std::filesystem::path& local_temp_
 PythonStoreContents read_python_store(const std::filesystem::path& local_temp_dir,
                                       const std::filesystem::path& scratch_dir);
 
+// Rollback safety: removes the `running_tasks` rows of `task_ids` (tasks
+// this runner took over: adopted, or reported lost) so that the Python
+// runner, started again on this node, does not act on them (it would
+// re-report them stopped/-1, overwriting their true results). Call it only
+// while the Python runner is not running. Never edits the file in place
+// (SQLite would follow a planted -wal/-shm link): a private copy is edited
+// and checkpointed, written beside the store as a new file (O_EXCL,
+// O_NOFOLLOW, original owner and mode), the old -wal/-shm are unlinked and
+// the new file is renamed over the store. Returns the error, if any.
+std::optional<std::string> remove_python_store_entries(const std::filesystem::path& local_temp_dir,
+                                                       const std::filesystem::path& scratch_dir,
+                                                       const std::vector<int64_t>& task_ids);
+
 }  // namespace kr::store

@@ -80,6 +80,27 @@ asio::awaitable<std::map<int64_t, store::PythonStoreEntry>> TaskManager::read_py
   co_return tasks;
 }
 
+asio::awaitable<void> TaskManager::forget_in_python_store(std::vector<int64_t> ids) {
+  if (ids.empty()) co_return;
+  const std::string temp = deps_.cfg.local_temp_dir;
+  const std::string scratch = deps_.cfg.state_dir;
+  auto edit = [temp, scratch, ids] { return store::remove_python_store_entries(temp, scratch, ids); };
+  std::optional<std::string> error;
+  try {
+    error = co_await run_blocking_for(python_store_lane(), kStoreReadDeadline, edit);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (error)
+    spdlog::error("Could not remove the {} task(s) taken over from the Python runner's state store ({}): before a "
+                  "rollback to the Python runner, move that store aside (docs/migration.md)",
+                  ids.size(), *error);
+  else
+    spdlog::info("Removed the {} task(s) taken over from the Python runner's state store, so that a rollback "
+                 "does not report them again",
+                 ids.size());
+}
+
 asio::awaitable<void> TaskManager::mark_python_store_read() {
   try {
     co_await deps_.store.mark_python_store_read();

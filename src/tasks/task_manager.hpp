@@ -110,6 +110,8 @@ class TaskManager {
   // (else empty); every id read is logged.
   boost::asio::awaitable<std::map<int64_t, store::PythonStoreEntry>> read_python_store_once();
   boost::asio::awaitable<void> mark_python_store_read();
+  // Removes the taken-over task entries from that store (rollback safety).
+  boost::asio::awaitable<void> forget_in_python_store(std::vector<int64_t> ids);
   // Records an adopted task (row + memory); null when the id is taken.
   boost::asio::awaitable<TaskPtr> track_python_task(int64_t id, std::string started_at);
   // An unlabelled kohakuriver-task-<id> container: watched when running;

@@ -89,6 +89,8 @@ asio::awaitable<void> TaskManager::recover() {
   // Read before the listing: a task it lists whose container is not in
   // the listing had ended before.
   auto python_tasks = co_await read_python_store_once();
+  std::vector<int64_t> taken_over;  // every task entry of it: adopted or reported below
+  for (const auto& [id, entry] : python_tasks) taken_over.push_back(id);
 
   json containers;
   std::chrono::milliseconds backoff{1000};
@@ -249,6 +251,7 @@ asio::awaitable<void> TaskManager::recover() {
   // Listed by the Python runner's store, container gone: ended (or was
   // removed) while no runner was up; upstream reports such a task lost.
   for (const auto& [id, entry] : python_tasks) co_await report_python_task_lost(id);
+  co_await forget_in_python_store(std::move(taken_over));
   co_await mark_python_store_read();
   spdlog::info("Task startup reconciliation done");
 }

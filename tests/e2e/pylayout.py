@@ -80,31 +80,60 @@ def task_entry(task_id: int, container_name: str) -> bytes:
                                             "allocated_cores": [], "allocated_gpus": [], "numa_node": None})
 
 
+# The Python runner's own KohakuVault connection, in a process of its own so
+# that it can be killed like the runner: its writes stay in the -wal, no
+# checkpoint (the test's own connection would checkpoint on close).
+_STORE_WRITER = r"""
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA journal_mode=WAL")
+db.execute("PRAGMA wal_autocheckpoint=0")
+db.execute("CREATE TABLE IF NOT EXISTS kohakuvault_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+db.execute("CREATE TABLE IF NOT EXISTS running_tasks (key BLOB PRIMARY KEY NOT NULL, value BLOB NOT NULL)")
+print("ready", flush=True)
+for line in sys.stdin:
+    key, value = line.split()
+    db.execute("INSERT OR REPLACE INTO running_tasks VALUES (?, ?)", (bytes.fromhex(key), bytes.fromhex(value)))
+    print("ok", flush=True)
+"""
+
+
 class PythonStateStore:
-    """The Python runner's open KohakuVault connection; kill() leaves the
-    file as a SIGKILLed runner does (rows in the -wal, no checkpoint)."""
+    """The store as the Python runner writes it (table definitions as
+    KohakuVault creates them); kill() leaves it as a SIGKILLed runner does."""
 
     def __init__(self, local_temp_dir: str):
         d = Path(local_temp_dir) / ".kohakuriver"
         d.mkdir(parents=True, exist_ok=True)
         self.path = d / "runner-state.db"
-        self.db = sqlite3.connect(self.path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA wal_autocheckpoint=0")
-        # Table definitions as KohakuVault creates them.
-        self.db.execute("CREATE TABLE IF NOT EXISTS kohakuvault_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        self.db.execute("CREATE TABLE IF NOT EXISTS running_tasks (key BLOB PRIMARY KEY NOT NULL, "
-                        "value BLOB NOT NULL)")
+        self.writer = subprocess.Popen([sys.executable, "-c", _STORE_WRITER, str(self.path)], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True)
+        assert self.writer.stdout.readline().strip() == "ready"
 
     def put(self, key: bytes, value: bytes):
-        self.db.execute("INSERT OR REPLACE INTO running_tasks VALUES (?, ?)", (key, value))
+        self.writer.stdin.write(f"{key.hex()} {value.hex()}\n")
+        self.writer.stdin.flush()
+        assert self.writer.stdout.readline().strip() == "ok"
 
     def add_task(self, task_id: int):
         self.put(str(task_id).encode(), task_entry(task_id, f"kohakuriver-task-{task_id}"))
 
+    def kill(self):
+        if self.writer.poll() is None:
+            self.writer.send_signal(signal.SIGKILL)
+            self.writer.wait(5)
+
+    cleanup = kill
+
     def rows(self) -> dict:
-        return {bytes(k).decode(errors="replace"): bytes(v) for k, v in
-                self.db.execute("SELECT key, value FROM running_tasks")}
+        """What a later reader (the Python runner started again) sees."""
+        self.kill()
+        db = sqlite3.connect(self.path)
+        try:
+            return {bytes(k).decode(errors="replace"): bytes(v) for k, v in
+                    db.execute("SELECT key, value FROM running_tasks")}
+        finally:
+            db.close()
 
 
 # The parent that spawns `docker run` attached, like the Python runner's

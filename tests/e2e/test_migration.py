@@ -44,6 +44,7 @@ def test_switch_adopts_running_task_and_reports_lost_one(host, make_runner, tmp_
     cfg = python_config(tmp_path)
     ensure_python_network()
     store = PythonStateStore(cfg["LOCAL_TEMP_DIR"])
+    python_tasks.append(store)
     running_id, lost_id = new_task_id(), new_task_id()
     # Runs until the test lets it go (a file in LOCAL_TEMP_DIR), so the exit
     # happens after the switch whatever the machine's speed.
@@ -57,7 +58,11 @@ def test_switch_adopts_running_task_and_reports_lost_one(host, make_runner, tmp_
     store.add_task(lost_id)
     # A container planted entry (the directory is writable by every task).
     store.put(b"123", b"not a kohakuvault value")
+    # The runner's unit stops it (KillMode=process): the runner process dies,
+    # its docker run child and the container live on.
+    store.kill()
     task.kill_runner_only()
+    assert Path(str(store.path) + "-wal").stat().st_size > 0
     assert docker("inspect", "-f", "{{.State.Running}}", task.name).stdout.strip() == "true"
 
     runner = make_runner(host, SHARED_DIR=cfg["SHARED_DIR"], LOCAL_TEMP_DIR=cfg["LOCAL_TEMP_DIR"])
@@ -83,8 +88,11 @@ def test_switch_adopts_running_task_and_reports_lost_one(host, make_runner, tmp_
     assert task.stdout_log.read_text() == "before switch\nafter switch\n"
     wait_until(lambda: running_id not in host.of_kind("heartbeat")[-1].json().get("running_tasks", []),
                what="task gone from heartbeats")
-    # The store itself was only read.
-    assert set(store.rows()) == {str(running_id), str(lost_id), "123"}
+    # Rollback safety: the entries taken over are gone from the Python
+    # runner's store (its startup check would re-report them stopped/-1);
+    # what was not taken over stays, and the file is a valid store.
+    assert "Removed the 2 task(s) taken over from the Python runner's state store" in runner.output()
+    assert set(store.rows()) == {"123"}
 
 
 def test_store_read_only_on_first_start(host, make_runner, tmp_path):
@@ -98,6 +106,7 @@ def test_store_read_only_on_first_start(host, make_runner, tmp_path):
     store = PythonStateStore(cfg["LOCAL_TEMP_DIR"])
     planted = new_task_id()
     store.add_task(planted)
+    store.kill()
     again = make_runner(host, SHARED_DIR=cfg["SHARED_DIR"], LOCAL_TEMP_DIR=cfg["LOCAL_TEMP_DIR"],
                         RUNNER_PORT=runner.port)
     again.wait_listening()

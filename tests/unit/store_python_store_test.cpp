@@ -6,6 +6,9 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <functional>
+#include <iterator>
+#include <set>
 
 #include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
@@ -57,8 +60,8 @@ struct KVaultWriter {
     EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
     exec("PRAGMA journal_mode=WAL");
     exec("PRAGMA wal_autocheckpoint=0");
-    exec("CREATE TABLE kohakuvault_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)");
-    exec("CREATE TABLE running_tasks (key BLOB PRIMARY KEY NOT NULL, value BLOB NOT NULL)");
+    exec("CREATE TABLE IF NOT EXISTS kohakuvault_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)");
+    exec("CREATE TABLE IF NOT EXISTS running_tasks (key BLOB PRIMARY KEY NOT NULL, value BLOB NOT NULL)");
   }
   ~KVaultWriter() { sqlite3_close(db); }
   void exec(const std::string& sql) { ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db); }
@@ -224,4 +227,94 @@ TEST(PythonStore, ReadPendingOnlyOnTheFirstStartOfOurStore) {
   }
   StateStore s(older.state());
   EXPECT_FALSE(run_co(ioc, s.python_store_read_pending()));
+}
+
+namespace {
+
+// The state a killed writer leaves: the -wal as it was while the writer was
+// open (its close would have checkpointed and removed it).
+void leave_as_killed(const fs::path& store, const std::function<void(KVaultWriter&)>& write) {
+  const fs::path keep = store.parent_path() / "keep";
+  {
+    KVaultWriter w(store);
+    write(w);
+    fs::copy_file(store, keep, fs::copy_options::overwrite_existing);
+    fs::copy_file(store.string() + "-wal", keep.string() + "-wal", fs::copy_options::overwrite_existing);
+  }
+  fs::rename(keep, store);
+  fs::rename(keep.string() + "-wal", store.string() + "-wal");
+  fs::remove(store.string() + "-shm");
+}
+
+std::set<std::string> keys_in(const fs::path& store) {
+  sqlite3* h = nullptr;
+  EXPECT_EQ(sqlite3_open(store.c_str(), &h), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  std::set<std::string> out;
+  if (sqlite3_prepare_v2(h, "SELECT key FROM running_tasks", -1, &st, nullptr) == SQLITE_OK) {
+    while (sqlite3_step(st) == SQLITE_ROW)
+      out.insert(std::string(static_cast<const char*>(sqlite3_column_blob(st, 0)), sqlite3_column_bytes(st, 0)));
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(h);
+  return out;
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+}  // namespace
+
+TEST(PythonStore, RemovesExactlyTheTakenOverEntries) {
+  TempDir tmp;
+  fs::create_directories(tmp.state());
+  const fs::path lt = tmp.path / "local", store = python_store_path(lt);
+  leave_as_killed(store, [](KVaultWriter& w) {
+    w.put("12", kRealValue12);
+    w.put("77", kvault_value(task_value(77, "kohakuriver-task-77")));
+    w.put("78", kvault_value(task_value(78, "kohakuriver-vps-78")));
+  });
+  fs::permissions(store, fs::perms(0644), fs::perm_options::replace);
+  ASSERT_TRUE(fs::exists(store.string() + "-wal"));
+  auto err = remove_python_store_entries(lt, tmp.state(), {12, 77, 99});
+  ASSERT_FALSE(err) << *err;
+  EXPECT_FALSE(fs::exists(store.string() + "-wal"));
+  EXPECT_EQ(fs::status(store).permissions(), fs::perms(0644));
+  EXPECT_EQ(keys_in(store), (std::set<std::string>{"78"}));
+  auto c = read_python_store(lt, tmp.state());
+  ASSERT_EQ(c.entries.size(), 1u);
+  EXPECT_EQ(c.entries[0].kind, "vps");
+  EXPECT_TRUE(fs::is_empty(tmp.state()));
+  // Nothing to do: no store, or no ids.
+  EXPECT_FALSE(remove_python_store_entries(tmp.path / "none", tmp.state(), {1}));
+  EXPECT_FALSE(remove_python_store_entries(lt, tmp.state(), {}));
+}
+
+TEST(PythonStore, EditNeverWritesThroughPlantedLinks) {
+  TempDir tmp;
+  fs::create_directories(tmp.state());
+  const fs::path lt = tmp.path / "local", store = python_store_path(lt);
+  const fs::path victim = tmp.path / "victim";
+  std::ofstream(victim) << "precious";
+  {
+    KVaultWriter w(store);
+    w.put("12", kRealValue12);
+  }
+  // A link where the edit writes its new file: removed, not followed.
+  fs::create_symlink(victim, store.parent_path() / "runner-state.db.kohakuriver-edit");
+  ASSERT_FALSE(remove_python_store_entries(lt, tmp.state(), {12}));
+  EXPECT_EQ(slurp(victim), "precious");
+  EXPECT_TRUE(keys_in(store).empty());
+  // A -wal link: the edit is refused, nothing written anywhere.
+  {
+    KVaultWriter w(store);
+    w.put("13", kvault_value(task_value(13, "kohakuriver-task-13")));
+  }
+  fs::create_symlink(victim, store.string() + "-wal");
+  auto err = remove_python_store_entries(lt, tmp.state(), {13});
+  EXPECT_TRUE(err);
+  EXPECT_EQ(slurp(victim), "precious");
+  EXPECT_TRUE(fs::is_symlink(store.string() + "-wal"));
 }
