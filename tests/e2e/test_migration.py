@@ -1,13 +1,14 @@
 """Switching a live node from the Python runner to this one (issue 18): the
 layout the Python runner leaves (tests/e2e/pylayout.py, made as upstream
 makes it) is adopted by this runner on its first start."""
-import socket
-import time
+import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from pylayout import (DOCKER, REAL_KVAULT_VALUE_12, PythonStateStore, PythonTask, ensure_python_network,
+from pylayout import (REAL_KVAULT_VALUE_12, PythonStateStore, PythonTask, ensure_python_network,
                       task_entry)
 from taskutil import IMAGE, docker, final_report, new_task_id, wait_until
 
@@ -129,3 +130,52 @@ def test_container_labelled_for_another_node_left_alone(host, make_runner):
         assert host.updates_for(tid) == []
     finally:
         docker("rm", "-f", name, check=False)
+
+
+# Needs the upstream source and a Python with kohakuvault (not in CI: no
+# network there for upstream's code): KR_UPSTREAM_SRC=<KohakuRiver>/src
+# KR_KOHAKUVAULT_PYTHON=<venv>/bin/python.
+UPSTREAM_SRC = os.environ.get("KR_UPSTREAM_SRC")
+KVAULT_PYTHON = os.environ.get("KR_KOHAKUVAULT_PYTHON")
+
+
+@pytest.mark.skipif(not (UPSTREAM_SRC and KVAULT_PYTHON),
+                    reason="manual: set KR_UPSTREAM_SRC and KR_KOHAKUVAULT_PYTHON (docs/migration.md)")
+def test_store_written_and_read_back_by_upstream_code(host, make_runner, tmp_path):
+    """The Python runner's own TaskStateStore (storage/vault.py on the real
+    KohakuVault) writes the store and is killed; this runner takes the tasks
+    over and removes their entries; upstream's code then reads the file."""
+    cfg = python_config(tmp_path)
+    store = Path(cfg["LOCAL_TEMP_DIR"]) / ".kohakuriver" / "runner-state.db"
+    store.parent.mkdir(parents=True, exist_ok=True)
+    lost_a, lost_b, vps = new_task_id(), new_task_id(), new_task_id()
+    env = dict(os.environ, PYTHONPATH=UPSTREAM_SRC)
+    writer = subprocess.Popen([KVAULT_PYTHON, "-c", (
+        "import sys, time\n"
+        "from kohakuriver.storage.vault import TaskStateStore\n"
+        "s = TaskStateStore(sys.argv[1])\n"
+        f"s.add_task({lost_a}, 'kohakuriver-task-{lost_a}', allocated_cores=[0], numa_node=None)\n"
+        f"s.add_task({lost_b}, 'kohakuriver-task-{lost_b}')\n"
+        f"s.add_task({vps}, 'kohakuriver-vps-{vps}')\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n"), str(store)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+    finally:
+        writer.kill()
+        writer.wait()
+    runner = make_runner(host, SHARED_DIR=cfg["SHARED_DIR"], LOCAL_TEMP_DIR=cfg["LOCAL_TEMP_DIR"])
+    runner.wait_listening()
+    for tid in (lost_a, lost_b):
+        final = final_report(host, tid)
+        assert (final["status"], final["exit_code"], final["message"]) == ("stopped", -1, LOST_MESSAGE)
+    wait_log(runner, "Removed the 2 task(s) taken over from the Python runner's state store")
+    read = subprocess.run([KVAULT_PYTHON, "-c", (
+        "import json, sys\n"
+        "from kohakuriver.storage.vault import TaskStateStore\n"
+        "s = TaskStateStore(sys.argv[1])\n"
+        "print(json.dumps({'ids': s.get_all_task_ids(), 'tasks': s.list_tasks()}))\n"), str(store)],
+        capture_output=True, text=True, env=env, check=True)
+    got = json.loads(read.stdout)
+    assert got["ids"] == [vps], got
+    assert got["tasks"][0]["container_name"] == f"kohakuriver-vps-{vps}"

@@ -287,9 +287,11 @@ TEST(PythonStore, RemovesExactlyTheTakenOverEntries) {
   ASSERT_EQ(c.entries.size(), 1u);
   EXPECT_EQ(c.entries[0].kind, "vps");
   EXPECT_TRUE(fs::is_empty(tmp.state()));
-  // Nothing to do: no store, or no ids.
-  EXPECT_FALSE(remove_python_store_entries(tmp.path / "none", tmp.state(), {1}));
+  // Nothing to do: no ids, or the store is gone.
   EXPECT_FALSE(remove_python_store_entries(lt, tmp.state(), {}));
+  fs::remove(store);
+  EXPECT_FALSE(remove_python_store_entries(lt, tmp.state(), {1}));
+  EXPECT_FALSE(fs::exists(store));
 }
 
 TEST(PythonStore, EditNeverWritesThroughPlantedLinks) {
