@@ -137,8 +137,8 @@ int run_unified(int argc, char** argv, const std::function<int(RunnerLaunch&)>& 
     InitServiceOptions svc;
     CLI::App* init_svc = init->add_subcommand("service", "Write (and install) the kohakuriver-runner systemd unit");
     init_svc->add_flag("--runner", svc.runner, "Create the runner service");
-    init_svc->add_flag("--host", svc.host, "Not provided by this build (exits with status 2)");
-    init_svc->add_flag("--all", svc.all, "Not provided by this build (exits with status 2)");
+    init_svc->add_flag("--host", svc.host, "Not provided: this binary installs the runner service only (exit 2)");
+    init_svc->add_flag("--all", svc.all, "Not provided: this binary installs the runner service only (exit 2)");
     init_svc->add_option("--runner-config", svc.runner_config,
                          "Config file for ExecStart (default: <working dir>/runner_config.py)")
         ->type_name("PATH");
@@ -146,6 +146,9 @@ int run_unified(int argc, char** argv, const std::function<int(RunnerLaunch&)>& 
         ->type_name("DIR");
     init_svc->add_option("--python-path", svc.python_path, "Accepted for upstream compatibility; ignored")
         ->type_name("EXE");
+    init_svc->add_option("--host-config", svc.host_config,
+                         "Accepted for upstream compatibility; ignored (this binary installs the runner only)")
+        ->type_name("PATH");
     init_svc->add_flag("--no-install", svc.no_install,
                        "Write the unit into the current directory instead of installing it");
     init_svc->add_flag("--capture-env,!--no-capture-env", svc.capture_env,

@@ -23,6 +23,8 @@
 #include <nlohmann/json.hpp>
 
 #include "api/access_policy.hpp"
+#include "cli/doctor_migration.hpp"
+#include "cli/init_commands.hpp"
 #include "docker/docker_client.hpp"
 #include "monitor/nvml.hpp"
 #include "monitor/vm_capability.hpp"
@@ -337,6 +339,10 @@ int run_doctor(const RunnerOptions& options, std::ostream& out, std::ostream& er
   emit(check_cgroup("/sys/fs/cgroup"));
   emit(check_host(cfg));
   emit(check_state_dir(cfg.state_dir));
+  // Switching from the Python runner (docs/migration.md).
+  emit(check_python_runner_process("/proc"));
+  emit(check_python_unit(systemd_unit_dir()));
+  emit(check_python_store(cfg.local_temp_dir, cfg.state_dir));
   {
     std::error_code ec;
     if (fs::is_directory(cfg.shared_dir, ec))

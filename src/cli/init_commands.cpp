@@ -205,10 +205,17 @@ std::string render_runner_unit(const UnitParams& p) {
     return unit;
 }
 
+std::string systemd_unit_dir() {
+    const char* dir_env = std::getenv("KR_SYSTEMD_UNIT_DIR");
+    return dir_env && *dir_env ? dir_env : "/etc/systemd/system";
+}
+
 int init_service(const InitServiceOptions& options, std::ostream& out, std::ostream& err) {
     if (options.host || options.all) {
         err << "kohakuriver: 'init service " << (options.all ? "--all" : "--host")
-            << "' is not provided by this runner-only build; use the upstream Python CLI for the host service\n";
+            << "' is not provided by this runner-only build: this binary installs the runner service "
+               "(kohakuriver-runner.service) only. Use 'init service --runner' here, and the upstream "
+               "Python CLI ('kohakuriver init service --host') on the host machine.\n";
         return 2;
     }
     if (!options.runner) {
@@ -217,6 +224,8 @@ int init_service(const InitServiceOptions& options, std::ostream& out, std::ostr
     }
     if (!options.python_path.empty())
         err << "WARNING: --python-path is ignored: this runner is a native program\n";
+    if (!options.host_config.empty())
+        err << "WARNING: --host-config is ignored: this binary installs the runner service only\n";
 
     std::error_code ec;
     const fs::path working_dir =
@@ -254,9 +263,7 @@ int init_service(const InitServiceOptions& options, std::ostream& out, std::ostr
         return 0;
     }
 
-    const char* dir_env = std::getenv("KR_SYSTEMD_UNIT_DIR");
-    const fs::path dir = dir_env && *dir_env ? fs::path(dir_env) : fs::path("/etc/systemd/system");
-    const fs::path target = dir / kUnitName;
+    const fs::path target = fs::path(systemd_unit_dir()) / kUnitName;
     if (auto e = replace_file(target, unit)) {
         err << "ERROR: cannot write " << target.string() << ": " << *e
             << " (installing a service needs root: run with sudo, or use --no-install)\n";

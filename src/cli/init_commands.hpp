@@ -30,6 +30,7 @@ struct InitServiceOptions {
     std::string runner_config;    // --runner-config; empty = <working dir>/runner_config.py
     std::string working_dir;      // --working-dir; empty = ~/.kohakuriver
     std::string python_path;      // --python-path: accepted from upstream scripts, ignored
+    std::string host_config;      // --host-config: accepted from upstream scripts, ignored (no host here)
     bool no_install = false;      // --no-install: write into the current directory
     bool capture_env = true;      // --capture-env/--no-capture-env: put $PATH in the unit
 };
@@ -45,6 +46,10 @@ struct UnitParams {
 std::string render_runner_unit(const UnitParams& params);
 
 // Writes kohakuriver-runner.service. Installing writes into
+// Where `init service` installs the unit and doctor looks for one:
+// $KR_SYSTEMD_UNIT_DIR, default /etc/systemd/system.
+std::string systemd_unit_dir();
+
 // $KR_SYSTEMD_UNIT_DIR (default /etc/systemd/system) and runs
 // `systemctl daemon-reload`; $KR_SYSTEMCTL overrides the systemctl binary
 // (empty = behave as if systemctl were absent) so tests never touch the

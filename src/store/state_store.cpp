@@ -144,7 +144,15 @@ void StateStore::open(const StoreOptions& opts) {
       throw StoreError("cannot enable WAL mode (journal_mode is '" + mode +
                        "'; is the state directory on a local filesystem?)");
     db_->exec(opts.synchronous_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+    // A database created just now: this is the runner's first start on
+    // this node, the only time the Python runner's store may be read.
+    const bool first_start = user_version(*db_) == 0;
     migrate(*db_);
+    // Outside the versioned steps (not part of the task/outbox schema):
+    // markers of the one-time migration from the Python runner.
+    db_->exec("CREATE TABLE IF NOT EXISTS migration_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)");
+    if (first_start)
+      db_->prepare("INSERT OR IGNORE INTO migration_meta (key, value) VALUES ('python_store', 'pending')").run();
     auto ids = db_->prepare("SELECT task_id FROM tasks WHERE killed = 0");
     std::lock_guard lk(ids_mu_);
     while (ids.step()) live_ids_.insert(ids.col_int(0));
@@ -252,6 +260,19 @@ asio::awaitable<bool> StateStore::delete_task(int64_t task_id) {
     db_->prepare("DELETE FROM tasks WHERE task_id = ?").bind(1, task_id).run();
     cache_set(task_id, false);
     return db_->changes() == 1;
+  });
+}
+
+asio::awaitable<bool> StateStore::python_store_read_pending() {
+  return call<bool>([this] {
+    auto st = db_->prepare("SELECT value FROM migration_meta WHERE key = 'python_store'");
+    return st.step() && st.col_text(0) == "pending";
+  });
+}
+
+asio::awaitable<void> StateStore::mark_python_store_read() {
+  return call<void>([this] {
+    db_->prepare("INSERT OR REPLACE INTO migration_meta (key, value) VALUES ('python_store', 'done')").run();
   });
 }
 

@@ -133,6 +133,14 @@ class StateStore {
   // awaiting coroutine of the changing call resumes.
   std::vector<int64_t> live_task_ids() const;
 
+  // --- migration from the Python runner --------------------------------
+  // true until mark_python_store_read(), and only for a state database
+  // this runner created (its first start on this node): the Python
+  // runner's store is untrusted and read at most once, before any state
+  // of ours exists.
+  boost::asio::awaitable<bool> python_store_read_pending();
+  boost::asio::awaitable<void> mark_python_store_read();
+
   // --- outbox --------------------------------------------------------------
   // Durable when the awaitable completes. Returns the entry's seq.
   boost::asio::awaitable<int64_t> enqueue_report(int64_t task_id, std::string payload, bool is_final);

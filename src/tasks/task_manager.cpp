@@ -432,10 +432,17 @@ asio::awaitable<std::optional<json>> TaskManager::prepare_and_start(TaskPtr task
   co_return std::nullopt;
 }
 
-asio::awaitable<void> TaskManager::watch_guarded(TaskPtr task) {
+void TaskManager::spawn_watch(TaskPtr task, bool self_removing) {
+  spawn(ex_, watch_guarded(std::move(task), self_removing), "task watcher");
+}
+
+asio::awaitable<void> TaskManager::watch_guarded(TaskPtr task, bool self_removing) {
   std::optional<std::string> storage_error;
   try {
-    co_await watch(task);
+    if (self_removing)
+      co_await watch_adopted(task);
+    else
+      co_await watch(task);
   } catch (const store::StoreError& e) {
     storage_error = e.what();
   }

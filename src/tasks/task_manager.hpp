@@ -24,6 +24,7 @@
 #include "overlay/overlay_manager.hpp"
 #include "service/stop_signal.hpp"
 #include "store/outbox.hpp"
+#include "store/python_store.hpp"
 #include "store/state_store.hpp"
 #include "tasks/exit_status.hpp"
 #include "tasks/image_provisioner.hpp"
@@ -99,7 +100,25 @@ class TaskManager {
   // while provisioning; nullopt + started=true: running, to be watched).
   boost::asio::awaitable<std::optional<nlohmann::json>> prepare_and_start(TaskPtr task, bool& started);
   boost::asio::awaitable<void> watch(TaskPtr task);
-  boost::asio::awaitable<void> watch_guarded(TaskPtr task);
+  // `self_removing`: an adopted `docker run --rm` container (watch_adopted).
+  boost::asio::awaitable<void> watch_guarded(TaskPtr task, bool self_removing = false);
+  void spawn_watch(TaskPtr task, bool self_removing = false);
+
+  // Migration from the Python runner (python_adoption.cpp).
+  static const char* const kPythonLostMessage;
+  // Its state store's task entries, on the first start on this node only
+  // (else empty); every id read is logged.
+  boost::asio::awaitable<std::map<int64_t, store::PythonStoreEntry>> read_python_store_once();
+  boost::asio::awaitable<void> mark_python_store_read();
+  // Removes the taken-over task entries from that store (rollback safety).
+  boost::asio::awaitable<void> forget_in_python_store(std::vector<int64_t> ids);
+  // Records an adopted task (row + memory); null when the id is taken.
+  boost::asio::awaitable<TaskPtr> track_python_task(int64_t id, std::string started_at);
+  // An unlabelled kohakuriver-task-<id> container: watched when running;
+  // reported from its kept state when it ended and the store lists it.
+  boost::asio::awaitable<void> adopt_python_task(int64_t id, nlohmann::json container, bool listed_in_store);
+  boost::asio::awaitable<void> report_python_task_lost(int64_t id);
+  boost::asio::awaitable<void> watch_adopted(TaskPtr task);
   boost::asio::awaitable<void> run_pipeline_steps(TaskPtr task, bool resumed);
   // Kill path (issue 6 item 2): one attempt; true when the container is
   // stopped or absent.

@@ -1,7 +1,10 @@
 // Startup reconciliation for command tasks (execution.md §4.4 with the
-// rulings D26/D-REATTACH, R-ORPHANSTOP): tracked containers still running
-// are watched again, those that ended while the runner was down are
-// reported with their real exit codes, and nothing is run twice.
+// rulings D26/D-REATTACH, R-ORPHANSTOP, "Adopting the Python runner's
+// work"): tracked containers still running are watched again, those that
+// ended while the runner was down are reported with their real exit codes,
+// the Python runner's unlabelled task containers are adopted, and nothing
+// is run twice.
+#include <charconv>
 #include <optional>
 
 #include <boost/asio/co_spawn.hpp>
@@ -43,6 +46,19 @@ std::string str_field(const json& j, const char* key) {
   return it != j.end() && it->is_string() ? it->get<std::string>() : "";
 }
 
+// The id of a `kohakuriver-task-<id>` name (S-ARGV shape), else nullopt.
+std::optional<int64_t> task_id_from_container_name(const std::string& name) {
+  static constexpr std::string_view kPrefix = "kohakuriver-task-";
+  if (name.size() <= kPrefix.size() || name.compare(0, kPrefix.size(), kPrefix) != 0) return std::nullopt;
+  const char* first = name.data() + kPrefix.size();
+  const char* last = name.data() + name.size();
+  if (*first < '0' || *first > '9') return std::nullopt;
+  int64_t id = 0;
+  auto [end, ec] = std::from_chars(first, last, id);
+  if (ec != std::errc() || end != last) return std::nullopt;
+  return id;
+}
+
 std::string container_name_of(const json& c) {
   if (c.contains("Names") && c["Names"].is_array() && !c["Names"].empty()) {
     std::string n = c["Names"][0].get<std::string>();
@@ -69,6 +85,12 @@ asio::awaitable<void> TaskManager::recover() {
     tasks_[task->id] = task;
     tracked.emplace_back(task, rec);
   }
+
+  // Read before the listing: a task it lists whose container is not in
+  // the listing had ended before.
+  auto python_tasks = co_await read_python_store_once();
+  std::vector<int64_t> taken_over;  // every task entry of it: adopted or reported below
+  for (const auto& [id, entry] : python_tasks) taken_over.push_back(id);
 
   json containers;
   std::chrono::milliseconds backoff{1000};
@@ -103,6 +125,7 @@ asio::awaitable<void> TaskManager::recover() {
       by_name.erase(it);
     }
     const json* c = found ? &*found : nullptr;
+    python_tasks.erase(task->id);  // ours already (never on a first start)
     if (task->killed) {
       spdlog::info("Task {} was killed before the restart; cleaning up", task->id);
       co_await finish(task, std::nullopt);
@@ -166,18 +189,28 @@ asio::awaitable<void> TaskManager::recover() {
     } else {
       spdlog::info("Task {}: re-attaching to {} ({})", task->id, name, state);
     }
-    spawn_logged(ex_, watch_guarded(task));
+    // A `docker run --rm` container of the Python runner adopted before
+    // this restart removes itself on exit.
+    spawn_watch(task, rec.extra_json.find("adopted_from") != std::string::npos);
   }
 
   // Containers of ours without a row.
   for (auto& [name, c] : by_name) {
     const json labels = c.contains("Labels") ? c["Labels"] : json(nullptr);
-    const bool ours = str_field(labels, "kohakuriver.node") == deps_.hostname &&
-                      str_field(labels, "kohakuriver.kind") == "task";
+    const std::string node = str_field(labels, "kohakuriver.node");
+    if (node.empty()) {
+      // No label of ours: started by the Python runner on this node (its
+      // `docker run --rm`); adopted, never reaped.
+      auto id = task_id_from_container_name(name);
+      if (!id) continue;
+      const bool listed = python_tasks.erase(*id) > 0;
+      co_await adopt_python_task(*id, c, listed);
+      continue;
+    }
+    const bool ours = node == deps_.hostname && str_field(labels, "kohakuriver.kind") == "task";
     if (!ours) {
-      // Created by the Python runner or another node sharing this daemon
-      // (R-ORPHANSTOP): not ours to stop.
-      spdlog::warn("Leaving unlabelled/foreign container {} alone", name);
+      // Another node sharing this daemon (R-ORPHANSTOP): not ours to touch.
+      spdlog::warn("Leaving container {} of node {} alone", name, node);
       continue;
     }
     int64_t id = 0;
@@ -212,8 +245,15 @@ asio::awaitable<void> TaskManager::recover() {
     if (!co_await deps_.store.insert_task(rec)) continue;
     tasks_[id] = task;
     spdlog::info("Adopted untracked running task container {}", name);
-    spawn_logged(ex_, watch_guarded(task));
+    spawn_watch(task);
   }
+
+  // Listed by the Python runner's store, container gone: ended (or was
+  // removed) while no runner was up; upstream reports such a task lost.
+  for (const auto& [id, entry] : python_tasks) co_await report_python_task_lost(id);
+  co_await forget_in_python_store(std::move(taken_over));
+  co_await mark_python_store_read();
+  spdlog::info("Task startup reconciliation done");
 }
 
 }  // namespace kr::tasks

@@ -68,3 +68,35 @@ def test_doctor_reports_a_bad_config(tmp_path):
     assert p.returncode == 1
     line = lines_by_check(p.stdout)["config"][0][1]
     assert line.startswith("[FAIL] config") and "RUNNER_PORT" in line and "| fix: " in line, p.stdout
+
+
+def test_doctor_reports_a_python_runner_left_on_the_node(make_runner, tmp_path):
+    """Switching from the Python runner (issue 18): its process, its unit
+    (as upstream's `init service --runner` writes it) and its state store,
+    each with the fix."""
+    runner = make_runner(start=False)
+    units = tmp_path / "units"
+    units.mkdir()
+    (units / "kohakuriver-runner.service").write_text(
+        "[Service]\nExecStart=/usr/bin/python3 -m kohakuriver.cli.runner --config /root/.kohakuriver/runner_config.py\n"
+        "KillMode=process\n")
+    store = tmp_path / "local" / ".kohakuriver" / "runner-state.db"
+    store.parent.mkdir(parents=True)
+    store.write_bytes(b"")
+    # A process with the Python runner's command line (upstream's unit runs
+    # `python -m kohakuriver.cli.runner`).
+    fake = subprocess.Popen(["python3", "-c", "import time; time.sleep(120)", "-m", "kohakuriver.cli.runner"])
+    try:
+        p = subprocess.run([str(BINARY), "doctor", "--config", str(runner.config_path)], capture_output=True,
+                           text=True, timeout=120, env=dict(os.environ, KR_SYSTEMD_UNIT_DIR=str(units)))
+    finally:
+        fake.kill()
+        fake.wait()
+    checks = lines_by_check(p.stdout)
+    assert p.returncode == 1, p.stdout
+    tag, line = checks["python-runner"][0]
+    assert tag == "FAIL" and str(fake.pid) in line and "systemctl stop kohakuriver-runner" in line, p.stdout
+    tag, line = checks["python-unit"][0]
+    assert tag == "WARN" and "KillMode=process" in line and "daemon-reload" in line, p.stdout
+    tag, line = checks["python-store"][0]
+    assert tag == "INFO" and "will be read once" in line, p.stdout

@@ -320,23 +320,6 @@ def test_vanished_container_reported_stopped_after_restart(host, make_runner):
     assert final["message"] == "Container not found on runner startup (runner may have restarted)."
 
 
-def test_unlabelled_legacy_container_left_alone(host, make_runner):
-    tid = new_task_id()
-    name = f"kohakuriver-task-{tid}"
-    # What the Python runner left behind: same name, no labels.
-    docker("run", "-d", "--name", name, IMAGE, "sleep", "300")
-    try:
-        runner = make_runner(host, HEARTBEAT_INTERVAL_SECONDS=1)
-        runner.wait_listening()
-        host.wait_for("heartbeat", count=2, timeout=15)
-        assert docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip() == "true"
-        assert f"Leaving unlabelled/foreign container {name} alone" in runner.output()
-        assert host.updates_for(tid) == []
-    finally:
-        # Unlabelled: the session cleanup (by node label) would not see it.
-        docker("rm", "-f", name, check=False)
-
-
 def test_undelivered_report_survives_runner_restart(host, make_runner):
     runner = make_runner(host, HEARTBEAT_INTERVAL_SECONDS=1)
     runner.wait_listening()

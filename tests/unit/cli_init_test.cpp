@@ -206,9 +206,15 @@ TEST_F(CliInit, ServiceNeedsRunnerAndRefusesHost) {
     EXPECT_EQ(run({"init", "service"}), 1);
     EXPECT_EQ(run({"init", "service", "--host"}), 2);
     EXPECT_NE(err_.find("not provided by this runner-only build"), std::string::npos) << err_;
+    EXPECT_NE(err_.find("this binary installs the runner service (kohakuriver-runner.service) only"),
+              std::string::npos) << err_;
     EXPECT_EQ(run({"init", "service", "--all"}), 2);
+    EXPECT_NE(err_.find("'init service --all' is not provided"), std::string::npos) << err_;
     EXPECT_EQ(run({"init", "service", "--runner", "--no-install", "--python-path", "/usr/bin/python3"}), 0);
     EXPECT_NE(err_.find("--python-path is ignored"), std::string::npos) << err_;
+    // Upstream's own scripts pass --host-config with --runner (issue 18).
+    EXPECT_EQ(run({"init", "service", "--runner", "--no-install", "--host-config", "/etc/kr/host_config.py"}), 0);
+    EXPECT_NE(err_.find("--host-config is ignored"), std::string::npos) << err_;
     EXPECT_FALSE(started_);
 }
 

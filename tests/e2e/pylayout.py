@@ -1,0 +1,223 @@
+"""What the Python runner (upstream KohakuRiver, commit 6506617) leaves on a
+node when its systemd unit stops it (`KillMode=process`: only the runner
+process is killed; its `docker run` children and their containers live on).
+
+Everything here is made the way upstream makes it, with the upstream source
+lines cited, so the switch tests run against the real layout:
+  * task containers: the exact `docker run --rm` argv of
+    runner/services/task_executor.py build_docker_run_command (lines 235-405),
+    spawned attached by a parent process (execute_task, lines 688-699:
+    asyncio.create_subprocess_exec with stdout/stderr pipes) that then dies;
+  * its state store LOCAL_TEMP_DIR/.kohakuriver/runner-state.db
+    (runner/config.py get_state_db_path, lines 140-148): a KohakuVault
+    (SQLite) file, table `running_tasks` (storage/vault.py TaskStateStore,
+    lines 152-192), key str(task_id), value = KohakuVault's 10-byte header
+    (encoding 4, MessagePack) + a MessagePack map, in WAL mode, with the
+    last writes still in the -wal because the writer was killed.
+"""
+import os
+import shlex
+import signal
+import sqlite3
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DOCKER = "/usr/local/bin/docker" if os.path.exists("/usr/local/bin/docker") else "docker"
+
+# kohakuvault kv/header.rs: magic 0x89 'K', version 1, encoding 4
+# (MessagePack), flags 0, 3 reserved bytes, magic 'V' 'K'.
+KVAULT_MSGPACK_HEADER = b"\x89K\x01\x04\x00\x00\x00\x00VK"
+
+# Bytes the real KohakuVault 1.1.0 wrote for TaskStateStore.add_task(12,
+# "kohakuriver-task-12") (captured once from the library; the encoder below
+# must reproduce them).
+REAL_KVAULT_VALUE_12 = (b"\x89K\x01\x04\x00\x00\x00\x00VK\x85\xafallocated_cores\x90\xaeallocated_gpus\x90"
+                        b"\xaecontainer_name\xb3kohakuriver-task-12\xa9numa_node\xc0\xa7task_id\x0c")
+
+
+def msgpack(v) -> bytes:
+    """The MessagePack subset the store's values use (rmp-serde as used by
+    KohakuVault: maps with sorted keys as Python dicts iterate them after
+    PyO3 conversion — the runner's dicts are packed key-sorted)."""
+    if v is None:
+        return b"\xc0"
+    if v is True:
+        return b"\xc3"
+    if v is False:
+        return b"\xc2"
+    if isinstance(v, int):
+        if 0 <= v < 128:
+            return bytes([v])
+        if 0 <= v < 1 << 8:
+            return b"\xcc" + struct.pack(">B", v)
+        if 0 <= v < 1 << 16:
+            return b"\xcd" + struct.pack(">H", v)
+        if 0 <= v < 1 << 32:
+            return b"\xce" + struct.pack(">I", v)
+        if 0 <= v < 1 << 64:
+            return b"\xcf" + struct.pack(">Q", v)
+        return b"\xd3" + struct.pack(">q", v)
+    if isinstance(v, str):
+        b = v.encode()
+        if len(b) < 32:
+            return bytes([0xA0 | len(b)]) + b
+        return b"\xd9" + bytes([len(b)]) + b
+    if isinstance(v, list):
+        assert len(v) < 16
+        return bytes([0x90 | len(v)]) + b"".join(msgpack(x) for x in v)
+    if isinstance(v, dict):
+        assert len(v) < 16
+        return bytes([0x80 | len(v)]) + b"".join(msgpack(k) + msgpack(v[k]) for k in sorted(v))
+    raise TypeError(v)
+
+
+def task_entry(task_id: int, container_name: str) -> bytes:
+    # storage/vault.py TaskStateStore.add_task, lines 180-186.
+    return KVAULT_MSGPACK_HEADER + msgpack({"task_id": task_id, "container_name": container_name,
+                                            "allocated_cores": [], "allocated_gpus": [], "numa_node": None})
+
+
+# The Python runner's own KohakuVault connection, in a process of its own so
+# that it can be killed like the runner: its writes stay in the -wal, no
+# checkpoint (the test's own connection would checkpoint on close).
+_STORE_WRITER = r"""
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA journal_mode=WAL")
+db.execute("PRAGMA wal_autocheckpoint=0")
+db.execute("CREATE TABLE IF NOT EXISTS kohakuvault_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+db.execute("CREATE TABLE IF NOT EXISTS running_tasks (key BLOB PRIMARY KEY NOT NULL, value BLOB NOT NULL)")
+print("ready", flush=True)
+for line in sys.stdin:
+    key, value = line.split()
+    db.execute("INSERT OR REPLACE INTO running_tasks VALUES (?, ?)", (bytes.fromhex(key), bytes.fromhex(value)))
+    print("ok", flush=True)
+"""
+
+
+class PythonStateStore:
+    """The store as the Python runner writes it (table definitions as
+    KohakuVault creates them); kill() leaves it as a SIGKILLed runner does."""
+
+    def __init__(self, local_temp_dir: str):
+        d = Path(local_temp_dir) / ".kohakuriver"
+        d.mkdir(parents=True, exist_ok=True)
+        self.path = d / "runner-state.db"
+        self.writer = subprocess.Popen([sys.executable, "-c", _STORE_WRITER, str(self.path)], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True)
+        assert self.writer.stdout.readline().strip() == "ready"
+
+    def put(self, key: bytes, value: bytes):
+        self.writer.stdin.write(f"{key.hex()} {value.hex()}\n")
+        self.writer.stdin.flush()
+        assert self.writer.stdout.readline().strip() == "ok"
+
+    def add_task(self, task_id: int):
+        self.put(str(task_id).encode(), task_entry(task_id, f"kohakuriver-task-{task_id}"))
+
+    def kill(self):
+        if self.writer.poll() is None:
+            self.writer.send_signal(signal.SIGKILL)
+            self.writer.wait(5)
+
+    cleanup = kill
+
+    def rows(self) -> dict:
+        """What a later reader (the Python runner started again) sees."""
+        self.kill()
+        db = sqlite3.connect(self.path)
+        try:
+            return {bytes(k).decode(errors="replace"): bytes(v) for k, v in
+                    db.execute("SELECT key, value FROM running_tasks")}
+        finally:
+            db.close()
+
+
+# The parent that spawns `docker run` attached, like the Python runner's
+# asyncio.create_subprocess_exec(..., stdout=PIPE, stderr=PIPE), prints the
+# child's pid and waits for it. Killing this parent alone is KillMode=process.
+_PARENT = r"""
+import subprocess, sys
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+print(p.pid, flush=True)
+p.communicate()
+"""
+
+
+def docker_run_argv(cfg: dict, task_id: int, command: str, arguments: list, image: str) -> list:
+    """build_docker_run_command (task_executor.py lines 235-405) with the
+    Python runner's defaults: kohakuriver-net (config.py line 52), not
+    privileged (--cap-add SYS_NICE, line 311), TUNNEL_ENABLED=False in its
+    config (so no tunnel mount, env or wrapper, lines 328-330, 361-363, 391),
+    no cores/memory/GPU limits, task env of _build_task_env (lines 482-506)."""
+    name = f"kohakuriver-task-{task_id}"
+    shared, local = cfg["SHARED_DIR"], cfg["LOCAL_TEMP_DIR"]
+    argv = [DOCKER, "run", "--rm", "--name", name, "--network", "kohakuriver-net", "--cap-add", "SYS_NICE"]
+    for mount in (f"{shared}/shared_data:/shared", f"{shared}/logs:/kohakuriver-logs", f"{local}:/local_temp"):
+        host_path, container_path = mount.split(":")
+        argv += ["--mount", f"type=bind,source={host_path},target={container_path}"]
+    argv += ["--workdir", "/shared"]
+    env = {"KOHAKURIVER_TASK_ID": str(task_id), "KOHAKURIVER_LOCAL_TEMP_DIR": local,
+           "KOHAKURIVER_SHARED_DIR": shared}
+    for k, v in env.items():
+        argv += ["-e", f"{k}={v}"]
+    argv.append(image)
+    # Lines 372-388: container-side log paths, shell redirection, exec.
+    inner = f"{command} {' '.join(shlex.quote(a) for a in arguments)}".strip()
+    out = shlex.quote(f"/kohakuriver-logs/{task_id}/stdout.log")
+    err = shlex.quote(f"/kohakuriver-logs/{task_id}/stderr.log")
+    argv += ["/bin/sh", "-c", f"exec {inner} > {out} 2> {err}"]
+    return argv
+
+
+def ensure_python_network():
+    # runner/app.py lines 213-243: kohakuriver-net, 172.30.0.0/16, gateway
+    # 172.30.0.1 (config.py lines 52-56), created when missing.
+    if subprocess.run([DOCKER, "network", "inspect", "kohakuriver-net"], capture_output=True).returncode != 0:
+        subprocess.run([DOCKER, "network", "create", "--driver", "bridge", "--subnet", "172.30.0.0/16",
+                        "--gateway", "172.30.0.1", "kohakuriver-net"], capture_output=True)
+
+
+class PythonTask:
+    """One task as the Python runner runs it: its log directory (execute_task
+    lines 593-594), its store entry (add_task before spawning, lines 679-685),
+    then the attached `docker run --rm`."""
+
+    def __init__(self, cfg: dict, store: PythonStateStore, task_id: int, command: str, arguments: list, image: str):
+        self.task_id = task_id
+        self.name = f"kohakuriver-task-{task_id}"
+        logs = Path(cfg["SHARED_DIR"]) / "logs" / str(task_id)
+        logs.mkdir(parents=True, exist_ok=True)
+        (Path(cfg["SHARED_DIR"]) / "shared_data").mkdir(parents=True, exist_ok=True)
+        self.stdout_log = logs / "stdout.log"
+        store.add_task(task_id)
+        self.parent = subprocess.Popen([sys.executable, "-c", _PARENT,
+                                        *docker_run_argv(cfg, task_id, command, arguments, image)],
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.cli_pid = int(self.parent.stdout.readline())
+
+    def wait_running(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r = subprocess.run([DOCKER, "inspect", "-f", "{{.State.Running}}", self.name], capture_output=True,
+                               text=True)
+            if r.stdout.strip() == "true":
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name} never ran")
+
+    def kill_runner_only(self):
+        """KillMode=process: SIGKILL to the runner process alone; the docker
+        CLI child (now an orphan) and the container live on."""
+        self.parent.send_signal(signal.SIGKILL)
+        self.parent.wait(5)
+
+    def cleanup(self):
+        subprocess.run([DOCKER, "rm", "-f", self.name], capture_output=True)
+        try:
+            os.kill(self.cli_pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
