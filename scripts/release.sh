@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Portable release build: kohakuriver (needs only glibc >= 2.28) and a fully
+# static tunnel-client (musl) for x86_64 and/or aarch64, built with the Zig
+# toolchain from PyPI against third-party libraries built from Debian's
+# source archives (scripts/release/: sources.lock, build-deps.sh; both cached
+# by content under $KR_RELEASE_CACHE, default /var/cache/kr-release).
+# Artefacts: dist/release/<arch>/{kohakuriver,tunnel-client}; checked by
+# tests/e2e/test_release.py. Packages: scripts/release/package.sh.
+# Usage: scripts/release.sh [--arch x86_64|aarch64|all]   (default: x86_64)
+# JOBS (default 2) limits parallel compiles; run it under nice on a shared box.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+arches=x86_64
+while [ $# -gt 0 ]; do
+  case $1 in
+    --arch) arches=$2; shift 2 ;;
+    --arch=*) arches=${1#--arch=}; shift ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) echo "release.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[ "$arches" = all ] && arches="x86_64 aarch64"
+for a in $arches; do
+  case $a in x86_64|aarch64) ;; *) echo "release.sh: unknown arch $a" >&2; exit 2 ;; esac
+done
+jobs=${JOBS:-2}
+commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+if [ "$commit" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+  commit="$commit-dirty"
+fi
+tc=$(scripts/release/toolchain.sh)
+
+configure() {  # build dir, target triple, deps prefix, extra cmake args...
+  local dir=$1 target=$2 deps=$3; shift 3
+  KR_TOOLCHAIN="$tc" KR_TARGET="$target" KR_ARCH="${target%%-*}" KR_DEPS_PREFIX="$deps" \
+  PKG_CONFIG_LIBDIR="$deps/lib/pkgconfig:$deps/share/pkgconfig" PKG_CONFIG_PATH= \
+    cmake -S . -B "$dir" -G Ninja -DCMAKE_TOOLCHAIN_FILE="$PWD/scripts/release/zig-toolchain.cmake" \
+      -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O2 -DNDEBUG" -DCMAKE_C_FLAGS_RELEASE="-O2 -DNDEBUG" \
+      -DCMAKE_EXE_LINKER_FLAGS="-s" -DKR_BUILD_TESTS=OFF "$@" >"$dir.configure.log" 2>&1 \
+    || { cat "$dir.configure.log" >&2; return 1; }
+}
+build() {  # build dir, target triple, deps prefix, cmake targets...
+  local dir=$1 target=$2 deps=$3; shift 3
+  KR_TOOLCHAIN="$tc" KR_TARGET="$target" KR_ARCH="${target%%-*}" KR_DEPS_PREFIX="$deps" \
+    cmake --build "$dir" -j "$jobs" --target "$@"
+}
+
+for arch in $arches; do
+  t0=$SECONDS
+  deps=$(scripts/release/build-deps.sh "$arch")
+  t_deps=$((SECONDS - t0))
+  gnu="$arch-linux-gnu.2.28" musl="$arch-linux-musl"
+  dir="build-release-$arch"
+  mkdir -p "$dir" "$dir-tunnel-client"
+  configure "$dir" "$gnu" "$deps" -DKR_RELEASE=ON -DKR_BUILD_COMMIT="$commit" -DKR_BUILD_TARGET="$gnu"
+  build "$dir" "$gnu" "$deps" kohakuriver
+  configure "$dir-tunnel-client" "$musl" "" -DKR_TUNNEL_CLIENT_ONLY=ON
+  build "$dir-tunnel-client" "$musl" "" tunnel-client
+  out="dist/release/$arch"
+  mkdir -p "$out"
+  cp "$dir/kohakuriver" "$dir-tunnel-client/tunnel-client" "$out/"
+  ln -sf kohakuriver "$out/kohakuriver.runner"
+  echo "release.sh: $arch: deps ${t_deps}s (cached: $deps), project $((SECONDS - t0 - t_deps))s" >&2
+  echo "$out"
+done
