@@ -33,6 +33,9 @@ if [ "$commit" != unknown ] && [ -n "$(git status --porcelain --untracked-files=
   commit="$commit-dirty"
 fi
 tc=$(scripts/release/toolchain.sh)
+# ccache (CMakeLists.txt) checks the compiler by content: toolchain.sh
+# rewrites the wrappers on every run, which would change their mtime.
+export CCACHE_COMPILERCHECK=content
 
 configure() {  # build dir, target triple, deps prefix, extra cmake args...
   local dir=$1 target=$2 deps=$3; shift 3
