@@ -61,7 +61,8 @@ C
 }
 
 rpm_pkg() {
-  local arch=$1 top="$work/rpm-$arch"
+  local arch=$1
+  local top="$work/rpm-$arch"
   mkdir -p "$top"/{BUILD,RPMS,SPECS,SOURCES,SRPMS}
   stage "$arch" "$top/root"
   # Scriptlets: the .deb's intent (state directory; daemon-reload; stop on
@@ -105,7 +106,8 @@ S
 }
 
 tarball() {
-  local arch=$1 name="kohakuriver-runner-$version-linux-$arch"
+  local arch=$1
+  local name="kohakuriver-runner-$version-linux-$arch"
   local d="$work/tar/$name"
   mkdir -p "$d"
   cp "dist/release/$arch/kohakuriver" "dist/release/$arch/tunnel-client" "$d/"
