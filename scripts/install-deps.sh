@@ -14,7 +14,12 @@ TEST_PKGS=(libgtest-dev googletest docker.io busybox-static iproute2 procps debo
 # test VM disk); implies --test.
 VM_IMAGE_PKGS=(mtools dosfstools syslinux syslinux-common fdisk systemd-boot-efi e2fsprogs)
 
+# --release: what scripts/release.sh and its packages need beyond the build
+# (libnl's grammars: flex, bison; rpmbuild; qemu-user for the arm64 checks).
+RELEASE_PKGS=(flex bison rpm qemu-user-static binutils xz-utils curl)
+
 want=("${BUILD_PKGS[@]}")
+if [ "${1:-}" = "--release" ]; then want=("${RELEASE_PKGS[@]}"); fi
 if [ "${1:-}" = "--vm" ]; then want+=("${VM_IMAGE_PKGS[@]}"); set -- --test; fi
 if [ "${1:-}" = "--test" ]; then want+=("${TEST_PKGS[@]}"); fi
 

@@ -15,6 +15,13 @@
 #ifndef KR_VERSION
 #define KR_VERSION "0.0.0-dev"
 #endif
+// Set for this file only (CMakeLists.txt): the commit changes every build.
+#ifndef KR_BUILD_COMMIT
+#define KR_BUILD_COMMIT "unknown"
+#endif
+#ifndef KR_BUILD_TARGET
+#define KR_BUILD_TARGET "unknown"
+#endif
 
 namespace kr::cli {
 
@@ -197,7 +204,10 @@ int run_unified(int argc, char** argv, const std::function<int(RunnerLaunch&)>& 
 
 }  // namespace
 
-std::string version_string() { return std::string("kohakuriver-runner ") + KR_VERSION; }
+std::string version_string() {
+  return std::string("kohakuriver-runner ") + KR_VERSION + " (commit " + KR_BUILD_COMMIT + ", target " +
+         KR_BUILD_TARGET + ")";
+}
 
 int run_cli(int argc, char** argv, const std::function<int(RunnerLaunch&)>& start_runner) {
     return run_cli(argc, argv, start_runner, std::cout, std::cerr);

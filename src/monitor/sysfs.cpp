@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstdlib>
 #include <system_error>
 
 namespace kr::monitor::detail {
@@ -112,10 +113,17 @@ double round_1dp(double x) {
   // to_chars with a precision is specified as printf("%.1f"): the exact binary
   // value correctly rounded, ties to even - the same as Python's round(x, 1).
   char buf[64];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, x, std::chars_format::fixed, 1);
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf - 1, x, std::chars_format::fixed, 1);
   if (ec != std::errc()) return x;
   double out = x;
+#if defined(_LIBCPP_VERSION) && _LIBCPP_VERSION < 200000
+  // libc++ before 20 (the release build's Zig toolchain) has no floating-point
+  // from_chars; strtod is exact too, and the runner never leaves the "C" locale.
+  *end = '\0';
+  out = std::strtod(buf, nullptr);
+#else
   std::from_chars(buf, end, out);
+#endif
   return out;
 }
 

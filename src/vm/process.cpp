@@ -1,5 +1,7 @@
 #include "vm/process.hpp"
 
+#include <dirent.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -35,6 +37,34 @@ struct SpawnAttr {
   ~SpawnAttr() { ::posix_spawnattr_destroy(&attr); }
 };
 
+// Closes every descriptor >= `from` in the child.
+#if defined(__GLIBC__) && !__GLIBC_PREREQ(2, 34)
+// Built against glibc < 2.34 (the portable release's 2.28 baseline), which
+// lacks posix_spawn_file_actions_addclosefrom_np: use it when the glibc the
+// runner runs on has it, otherwise close what is open now. Descriptors opened
+// by another thread between the listing and the spawn can still leak there.
+void add_close_from(posix_spawn_file_actions_t* fa, int from) {
+  using Fn = int (*)(posix_spawn_file_actions_t*, int);
+  static const Fn closefrom = reinterpret_cast<Fn>(::dlsym(RTLD_DEFAULT, "posix_spawn_file_actions_addclosefrom_np"));
+  if (closefrom) {
+    closefrom(fa, from);
+    return;
+  }
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (!dir) return;
+  const int own = ::dirfd(dir);
+  while (const dirent* e = ::readdir(dir)) {
+    int fd = -1;
+    const char* end = e->d_name + std::strlen(e->d_name);
+    if (std::from_chars(e->d_name, end, fd).ptr == end && fd >= from && fd != own)
+      ::posix_spawn_file_actions_addclose(fa, fd);  // glibc ignores EBADF of a close action
+  }
+  ::closedir(dir);
+}
+#else
+void add_close_from(posix_spawn_file_actions_t* fa, int from) { ::posix_spawn_file_actions_addclosefrom_np(fa, from); }
+#endif
+
 void kill_and_reap(pid_t pid, int& status) {
   ::kill(pid, SIGKILL);
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
@@ -68,7 +98,7 @@ ProcessResult run_process(const std::vector<std::string>& argv, const ProcessOpt
   // Nothing of the runner beyond stdio: Asio's sockets are not close-on-exec,
   // and a QEMU daemon outlives the runner (V26) — it kept the runner's
   // listening socket, so a restarted runner could not bind its port.
-  ::posix_spawn_file_actions_addclosefrom_np(&actions.fa, 3);
+  add_close_from(&actions.fa, 3);
   // Default signal dispositions and mask in the child: the runner blocks or
   // handles SIGTERM/SIGINT itself, and a QEMU daemon must not inherit that.
   sigset_t none, all;
