@@ -99,7 +99,9 @@ TEST(NoFollowDir, WrongModeAndOwnerAreResetThroughTheDescriptor) {
   fs::create_directories(t.dir / "base/42/share");
   ASSERT_EQ(::chmod((t.dir / "base/42").c_str(), 0777), 0);
   ASSERT_EQ(::chmod((t.dir / "base/42/share").c_str(), 04777), 0);
-  if (::geteuid() == 0) ASSERT_EQ(::chown((t.dir / "base/42/share").c_str(), 1234, 1234), 0);
+  if (::geteuid() == 0) {
+    ASSERT_EQ(::chown((t.dir / "base/42/share").c_str(), 1234, 1234), 0);
+  }
   UniqueFd base = open_dir_nofollow(t.dir / "base", false);
   std::vector<std::string> resets;
   UniqueFd leaf = open_owned_dirs(base.get(), {"42", "share"}, kOwner, &resets);
@@ -121,7 +123,9 @@ TEST(NoFollowDir, StickyWorldWritableParentIsAccepted) {
   TempDir t;
   fs::create_directories(t.dir / "tmp");
   ASSERT_EQ(::chmod((t.dir / "tmp").c_str(), 01777), 0);
-  if (::geteuid() == 0) ASSERT_EQ(::chown((t.dir / "tmp").c_str(), 4321, 4321), 0);  // not ours, not root's
+  if (::geteuid() == 0) {
+    ASSERT_EQ(::chown((t.dir / "tmp").c_str(), 4321, 4321), 0);  // not ours, not root's
+  }
   UniqueFd base = open_dir_nofollow(t.dir / "tmp" / "kohakuriver" / "vm-instances", true);
   UniqueFd leaf = open_owned_dirs(base.get(), {"7", "share"}, kOwner);
   EXPECT_EQ(mode_of(t.dir / "tmp"), 01777u);  // untouched
