@@ -125,7 +125,7 @@ def _share(ns, host, make_runner, cfg, inst, tmp_path, victim):
     os.symlink(victim, legacy / "link-out")
     runner = start_in_netns(make_runner(host, start=False, **cfg), ns)
     wait_until(lambda: http("GET", runner.url(f"/api/vps/{VM_ID}/vm-status"))[0] == 200, 60, "the re-adopted VM")
-    assert "the share moves into" in runner.output()  # the adopted QEMU is named until it restarts
+    wait_until(lambda: "the share moves into" in runner.output(), 30, "the warning about the adopted QEMU's share")
     assert http("POST", runner.url(f"/api/vps/{VM_ID}/vm-restart"), timeout=15)[0] == 200
     wait_until(lambda: (s := http("GET", runner.url(f"/api/vps/{VM_ID}/vm-status"))[1]).get("pid") not in (None, pid)
                and qemu_alive(s["pid"]), 90, "the QEMU relaunched from the old command line")
