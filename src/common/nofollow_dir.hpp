@@ -79,7 +79,8 @@ std::size_t copy_tree_nofollow(int from, int to);
 
 // Removes `name` below the open directory `parent` and, when it is a real
 // directory, everything below it; symlinks are unlinked, never followed.
-// Best effort: returns false when something could not be removed.
+// Best effort (entries deeper than 128 levels stay): returns false when
+// something could not be removed.
 bool remove_tree_nofollow(int parent, const std::string& name);
 
 }  // namespace kr
