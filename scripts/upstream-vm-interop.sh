@@ -173,6 +173,10 @@ for _ in $(seq 1 60); do login_proxy root true 2>/dev/null && ok=1 && break; sle
 echo "ssh via host:   $(login_proxy root 'echo $(hostname) $(id -un)' 2>&1) ($(( $(date +%s) - T0 )) s after create)"
 echo "ssh kohaku:     $(login_proxy kohaku 'id -un' 2>&1)"
 echo "ssh direct:     $(ssh "${SSHO[@]}" -p "$SP" "root@$INNER" 'uname -r' 2>&1) (runner's ssh_port on $INNER)"
+share() { tr '\0' '\n' < "/proc/$(cat "$W/vm-instances/$V/qemu.pid")/cmdline" | grep fs_local; }
+echo "9p share:       $(share) (issue 16: in the instance dir)"
+echo "guest share:    $(login_proxy root "grep -c ' /local_temp 9p ' /proc/mounts; echo interop > /local_temp/interop.txt" 2>&1)" \
+     "/ on the node: $(cat "$W/vm-instances/$V/local_temp/interop.txt" 2>&1) / in LOCAL_TEMP_DIR: $(ls "$W/local" | tr '\n' ' ')"
 echo "runner vm:      $(curl -s "$INNER:$RP/api/vps/$V/vm-status")"
 
 # ---- terminal, filesystem API and a forwarded port through the host's proxies
@@ -265,6 +269,7 @@ done
 echo "after restart:  host status $(field "$V" status); phone-home again after $(( $(date +%s) - T1 )) s"
 for _ in $(seq 1 60); do login_proxy root true 2>/dev/null && break; sleep 3; done
 echo "ssh again:      $(login_proxy root 'cat /root/kr/interop.txt' 2>&1)"
+echo "share again:    $(share) / guest: $(login_proxy root 'cat /local_temp/interop.txt' 2>&1)"
 
 # ---- stop through the host; nothing left in the namespace
 PID=$(cat "$W"/vm-instances/"$V"/qemu.pid 2>/dev/null || echo none)

@@ -53,7 +53,7 @@ struct QemuArgvSpec {
   std::string tap;
   std::string mac;
   std::filesystem::path shared_data_dir;  // {SHARED_DIR}/shared_data (9p kohaku_shared)
-  std::filesystem::path local_dir;        // {LOCAL_TEMP_DIR}/{id}   (9p kohaku_local)
+  std::filesystem::path local_dir;        // {VM_INSTANCES_DIR}/{id}/local_temp (9p kohaku_local)
   std::vector<std::string> vfio_pci;      // passed devices, in order
 };
 

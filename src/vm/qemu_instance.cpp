@@ -15,6 +15,8 @@
 #include "vm/process.hpp"
 #include "vm/qmp_client.hpp"
 #include "vm/validation.hpp"
+#include "vm/vm_share.hpp"
+#include "common/nofollow_dir.hpp"
 
 namespace kr::vm {
 
@@ -116,8 +118,12 @@ LaunchedVm create_and_launch(const QemuSettings& settings, const LaunchRequest& 
   if (auto bad = image_name_error(req.image)) throw VmLaunchError(*bad);
   const VmPaths paths = vm_paths(settings.instances_dir, settings.run_dir, req.task_id);
   std::error_code ec;
-  fs::create_directories(paths.instance_dir, ec);
-  if (ec) throw VmLaunchError("cannot create " + paths.instance_dir.string() + ": " + ec.message());
+  fs::path local_share;
+  try {
+    local_share = prepare_vm_share(settings.instances_dir, req.task_id);
+  } catch (const NoFollowError& e) {
+    throw VmLaunchError(e.what());
+  }
   fs::create_directories(settings.run_dir, ec);
   if (ec) throw VmLaunchError("cannot create " + settings.run_dir.string() + ": " + ec.message());
 
@@ -170,7 +176,7 @@ LaunchedVm create_and_launch(const QemuSettings& settings, const LaunchRequest& 
   spec.tap = req.tap;
   spec.mac = req.mac;
   spec.shared_data_dir = req.shared_data_dir;
-  spec.local_dir = req.local_dir;
+  spec.local_dir = local_share;
   spec.vfio_pci = req.vfio_pci;
   std::vector<std::string> argv;
   try {
@@ -192,9 +198,15 @@ LaunchedVm create_and_launch(const QemuSettings& settings, const LaunchRequest& 
 LaunchedVm relaunch(const QemuSettings& settings, std::int64_t task_id, const std::vector<std::string>& argv) {
   if (argv.empty()) throw VmLaunchError("no saved QEMU command line");
   const VmPaths paths = vm_paths(settings.instances_dir, settings.run_dir, task_id);
+  std::vector<std::string> run = argv;
+  try {
+    if (move_share_for_relaunch(settings.instances_dir, settings.legacy_share_root, task_id, run)) save_argv(paths, run);
+  } catch (const NoFollowError& e) {
+    throw VmLaunchError(e.what());
+  }
   std::error_code ec;
   fs::create_directories(settings.run_dir, ec);
-  return LaunchedVm{launch(settings, paths, argv), argv, paths};
+  return LaunchedVm{launch(settings, paths, run), run, paths};
 }
 
 std::optional<std::vector<std::string>> load_saved_argv(const VmPaths& paths) {

@@ -46,6 +46,10 @@ struct QemuSettings {
   // (not saved in qemu_cmd.json): e.g. `systemd-run --scope` for a cgroup of
   // its own (V26), or `unshare -n` in tests. Empty: QEMU directly.
   std::vector<std::string> launch_prefix;
+  // LOCAL_TEMP_DIR: where older runners (and upstream) kept each VM's 9p
+  // share ({dir}/{id}); a relaunch moves such a share into the instance
+  // directory (vm_share.hpp).
+  std::filesystem::path legacy_share_root;
 };
 
 struct LaunchRequest {
@@ -59,7 +63,7 @@ struct LaunchRequest {
   std::string tap;
   std::string mac;
   std::filesystem::path shared_data_dir;
-  std::filesystem::path local_dir;
+  // The /local_temp share is always {instance}/local_temp (vm_share.hpp).
 };
 
 struct LaunchedVm {
@@ -68,14 +72,18 @@ struct LaunchedVm {
   VmPaths paths;
 };
 
-// Steps 7.2–7.9 and qemu_cmd.json: instance dir, overlay disk (refusing a
+// Steps 7.2–7.9 and qemu_cmd.json: instance dir and its 9p share (made
+// without following symlinks, vm_share.hpp), overlay disk (refusing a
 // shrink), per-VM OVMF VARS copy, seed ISO, launch, pid check. On failure the
 // pid file and QMP socket are removed (V5); the instance dir and disk stay,
 // as upstream (the instance listing/delete endpoints manage them).
 LaunchedVm create_and_launch(const QemuSettings& settings, const LaunchRequest& request);
 
 // Restart: runs a saved argv again (same disk, seed, TAP). Removes a stale
-// pid file/socket first. Throws VmLaunchError.
+// pid file/socket first. The 9p share is prepared as for a create and, when
+// the saved argv points elsewhere (an older runner's LOCAL_TEMP_DIR/{id}),
+// moved and the argv rewritten and saved: the returned argv is what ran.
+// Throws VmLaunchError.
 LaunchedVm relaunch(const QemuSettings& settings, std::int64_t task_id, const std::vector<std::string>& argv);
 
 // The argv saved in qemu_cmd.json, if readable.

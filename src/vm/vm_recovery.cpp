@@ -13,6 +13,7 @@
 #include "vm/process.hpp"
 #include "vm/vfio.hpp"
 #include "vm/vm_service.hpp"
+#include "vm/vm_share.hpp"
 #include "vm/ssh_client.hpp"
 
 namespace kr::vm {
@@ -162,6 +163,11 @@ asio::awaitable<void> VmService::recover() {
         continue;
       }
       spdlog::info("VM {} recovered: QEMU pid {}, {}", id, vm->pid, f.state.vm_ip);
+      if (auto share = local_share_path(vm->argv);
+          share && fs::path(*share).lexically_normal() != (vm->paths.instance_dir / kLocalShareName).lexically_normal())
+        spdlog::warn("VM {}: its running QEMU shares {} as /local_temp (an older runner's place, which containers "
+                     "may reach); the share moves into {} at the next restart",
+                     id, *share, vm->paths.instance_dir.string());
       co_await report(id, status_body(id, "running", std::nullopt, std::string("VM recovered after runner restart"),
                                       vm->started_at, false),
                       false);

@@ -21,6 +21,7 @@
 #include "vm/qmp_client.hpp"
 #include "vm/validation.hpp"
 #include "vm/vfio.hpp"
+#include "vm/vm_share.hpp"
 
 namespace kr::vm {
 
@@ -74,6 +75,7 @@ QemuSettings settings_from(const config::RunnerConfig& cfg, std::vector<std::str
   const char* path = std::getenv("PATH");
   s.path_env = path ? path : "/usr/sbin:/usr/bin:/sbin:/bin";
   s.launch_prefix = std::move(prefix);
+  s.legacy_share_root = cfg.local_temp_dir;
   try {
     s.firmware = resolve_firmware(cfg.vm_firmware);
   } catch (const std::exception& e) {
@@ -88,6 +90,10 @@ VmService::VmService(asio::any_io_executor ex, VmServiceDeps deps)
     : ex_(ex), deps_(std::move(deps)), stop_(ex),
       relay_guard_(std::make_shared<SshRelayGuard>(relay_settings_from(deps_.cfg))) {
   settings_ = settings_from(deps_.cfg, deps_.launch_prefix, settings_error_);
+  if (std::string reach = vm_dirs_reach_error(deps_.cfg); !reach.empty()) {
+    spdlog::error("{}", reach);
+    settings_error_ += (settings_error_.empty() ? "" : "; ") + reach;
+  }
   try {
     pool_.emplace(deps_.cfg.vm_bridge_subnet, deps_.cfg.vm_bridge_gateway);
   } catch (const std::exception& e) {
@@ -319,7 +325,6 @@ asio::awaitable<HttpResponse> VmService::create(vps::VpsRequest rq, std::string 
   launch.tap = st.tap_device;
   launch.mac = st.mac_address;
   launch.shared_data_dir = fs::path(deps_.cfg.shared_dir) / "shared_data";
-  launch.local_dir = fs::path(deps_.cfg.local_temp_dir) / std::to_string(id);
   SeedSpec& seed = launch.seed;
   seed.task_id = id;
   seed.user_ssh_key = rq.ssh_public_key.value_or("");
@@ -364,8 +369,8 @@ asio::awaitable<HttpResponse> VmService::create(vps::VpsRequest rq, std::string 
         auto moved = vfio.bind_group(addr);
         bound.insert(bound.end(), moved.begin(), moved.end());
       }
-      // 9p share paths must exist or QEMU refuses to start.
-      fs::create_directories(launch.local_dir);
+      // 9p share paths must exist or QEMU refuses to start (the VM's own
+      // share is made by create_and_launch, vm_share.hpp).
       std::error_code ec;
       if (!fs::is_directory(launch.shared_data_dir, ec)) fs::create_directories(launch.shared_data_dir, ec);
       create_tap(launch.tap, bridge, tap_mtu);
@@ -505,6 +510,7 @@ asio::awaitable<void> VmService::restart_in_background(VmPtr vm) {
   if (vm->gone) co_return;
   vm->restarting = false;
   vm->pid = launched ? launched->pid : 0;
+  if (launched) vm->argv = launched->argv;  // the share may have moved (vm_share.hpp)
   if (vm->ending) {
     // A stop or kill arrived while the new QEMU was being started: end it.
     co_await end_vm(vm, std::chrono::seconds(deps_.cfg.vm_powerdown_timeout_seconds));

@@ -97,6 +97,12 @@ def _boot(ns, host, make_runner, cfg, inst, tmp_path):
     assert r.stdout.split() == ["kohaku-vm-42", "root"], r.stdout
     r = ssh(user_key, ns.inner_ip, SSH_PORT, "id -un", user="kohaku")
     assert r.returncode == 0 and r.stdout.strip() == "kohaku", (r.stdout, r.stderr)
+    # The guest's /local_temp is the share in the instance directory (issue 16),
+    # out of every container's /local_temp.
+    r = ssh(user_key, ns.inner_ip, SSH_PORT, "grep -c ' /local_temp 9p ' /proc/mounts; echo hi > /local_temp/g.txt")
+    assert r.returncode == 0 and r.stdout.strip() == "1", (r.stdout, r.stderr)
+    assert (inst / "42" / "local_temp" / "g.txt").read_text() == "hi\n"
+    assert not (Path(runner.config["LOCAL_TEMP_DIR"]) / "42").exists()
     print(f"\nVM boot under TCG: phone-home {t_phone_home:.0f} s, SSH login {t_ssh:.0f} s after create "
           f"(load {os.getloadavg()[0]:.1f})")
 

@@ -4,6 +4,8 @@
 // Runs inside a private network namespace (`unshare -n`), so the TAP device
 // QEMU creates never appears on this machine's network.
 #include <gtest/gtest.h>
+
+#include <algorithm>
 #include <signal.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -64,7 +66,6 @@ struct SmokeVm {
     settings.launch_prefix = {"unshare", "-n"};  // test only: a network namespace of its own
     fs::create_directories(settings.images_dir);
     fs::create_directories(tmp.dir / "shared_data");
-    fs::create_directories(tmp.dir / "local" / std::to_string(id));
     // A blank 64 MiB base image: SeaBIOS finds nothing to boot, which is all
     // this test needs.
     auto r = run_process({"qemu-img", "create", "-q", "-f", "qcow2", (settings.images_dir / "blank.qcow2").string(), "64M"});
@@ -77,7 +78,6 @@ struct SmokeVm {
     request.tap = tap_name(id);
     request.mac = mac_address(id);
     request.shared_data_dir = tmp.dir / "shared_data";
-    request.local_dir = tmp.dir / "local" / std::to_string(id);
     request.seed.task_id = id;
     request.seed.runner_url = "http://10.200.0.1:8001";
     request.seed.network = {"10.200.0.10", 24, "10.200.0.1", {"10.200.0.1"}, mac_address(id), std::nullopt};
@@ -113,6 +113,12 @@ TEST(QemuSmoke, TcgLaunchPidQmpAndQuit) {
   EXPECT_EQ(load_saved_argv(paths), launched.argv);
   EXPECT_EQ(launched.argv.front(), "qemu-system-x86_64");
   EXPECT_TRUE(fs::exists(paths.seed_iso));
+  // The /local_temp share is made in the instance directory (issue 16).
+  EXPECT_TRUE(fs::is_directory(paths.instance_dir / "local_temp"));
+  EXPECT_NE(std::find(launched.argv.begin(), launched.argv.end(),
+                      "local,id=fs_local,path=" + (paths.instance_dir / "local_temp").string() +
+                          ",security_model=passthrough"),
+            launched.argv.end());
   auto info = run_process({"qemu-img", "info", "-U", "--output=json", paths.root_disk.string()});
   ASSERT_EQ(info.exit_code, 0) << info.output;
   EXPECT_EQ(json::parse(info.output)["virtual-size"], 128ULL << 20);
