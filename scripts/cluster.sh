@@ -77,7 +77,7 @@ wait_for() {  # wait_for SECONDS WHAT CMD...
 host_state() { curl -sf --max-time 5 "http://$HOST_IP:$HOST_PORT/cluster/state"; }
 
 start_daemons() {  # containerd + dockerd of node K
-  local k=$1 d=$DATA/n$k r=$RUN/n$k
+  local k=$1 d=$DATA/n$1 r=$RUN/n$1
   rm -f "$r/containerd.sock" "$r/docker.sock" "$r/docker.pid"
   in_node "$k" setsid containerd --config "$r/containerd.toml" >>"$d/containerd.log" 2>&1 &
   echo $! >"$r/containerd.pid"
@@ -94,7 +94,7 @@ start_dockerd() {
 }
 
 start_runner() {
-  local k=$1 d=$DATA/n$k
+  local k=$1 d=$DATA/n$1
   in_node "$k" env HOME="$d/home" setsid "$BIN" runner --config "$d/runner_config.py" >>"$d/runner.log" 2>&1 &
   echo $! >"$RUN/n$k/runner.pid"
 }
@@ -116,7 +116,7 @@ start_host() {
 }
 
 write_node_config() {
-  local k=$1 d=$DATA/n$k r=$RUN/n$k
+  local k=$1 d=$DATA/n$1 r=$RUN/n$1
   cat >"$r/containerd.toml" <<EOF
 version = 2
 root = "$d/containerd"
@@ -238,14 +238,20 @@ cmd_status() {
   state=$(host_state) || { echo "host: not reachable at $HOST_IP:$HOST_PORT"; return 1; }
   for k in $(nodes); do
     local line
-    line=$(python3 -c '
+    line=$(python3 - "$state" "krc-n$k" <<'EOF'
 import json, sys, time
-s = json.loads(sys.argv[1]); n = s["nodes"].get(sys.argv[2])
-if not n: print(f"{sys.argv[2]} not-registered"); sys.exit(1)
-ran = sum(1 for t in s["tasks"].values() if t["node"] == sys.argv[2] and t["status"] == "running")
-print(f"{sys.argv[2]} {n[\"status\"]} {n[\"url\"]} runner_id={n[\"runner_id\"]} "
-      f"heartbeat_age={time.time() - n[\"last_heartbeat\"]:.1f}s running={ran}")
-sys.exit(0 if n["status"] == "online" else 1)' "$state" "krc-n$k") || rc=1
+s = json.loads(sys.argv[1])
+name = sys.argv[2]
+n = s["nodes"].get(name)
+if not n:
+    print(f"{name} not-registered")
+    sys.exit(1)
+ran = sum(1 for t in s["tasks"].values() if t["node"] == name and t["status"] == "running")
+age = time.time() - n["last_heartbeat"]
+print(f"{name} {n['status']} {n['url']} runner_id={n['runner_id']} heartbeat_age={age:.1f}s running={ran}")
+sys.exit(0 if n["status"] == "online" else 1)
+EOF
+) || rc=1
     echo "$line"
   done
   [ -n "$(nodes)" ] || { echo "no cluster (scripts/cluster.sh up)"; rc=1; }

@@ -216,6 +216,30 @@ def forward(url: str, method: str, body: bytes | None, timeout: float) -> tuple[
         return 502, json.dumps({"detail": f"runner unreachable: {e}"}).encode()
 
 
+def end_by_user(state: ClusterState, tid: str, what: str) -> tuple[int, dict]:
+    new = "killed" if what == "kill" else "stopped"
+    with state.lock:
+        t = state.tasks.get(tid)
+        if t is None or (what == "vps-stop" and t["type"] != "vps"):
+            return 404, {"detail": "Task not found."}
+        if t["status"] not in ("pending", "assigning", "running", "paused"):
+            return 409, {"detail": f"Task cannot be {new} (state: {t['status']})"}
+        original = t["status"]
+        t.update(status=new, message="Kill requested by user." if new == "killed" else "Stopped by user.")
+        t["history"].append({"status": new, "by": "host", "at": time.time()})
+        state.save()
+        target = state.nodes.get(t["node"], {})
+    runner_status = None
+    if original in ("running", "paused") and target.get("status") == "online":
+        if what == "kill":
+            name = f"kohakuriver-vps-{tid}" if t["type"] == "vps" else f"kohakuriver-task-{tid}"
+            runner_status, _ = forward(target["url"] + "/api/kill", "POST",
+                                       json.dumps({"task_id": int(tid), "container_name": name}).encode(), 30)
+        else:
+            runner_status, _ = forward(target["url"] + f"/api/vps/stop/{tid}", "POST", None, 120)
+    return 200, {"message": f"{new} requested for task {tid}", "runner_status": runner_status}
+
+
 def make_handler(state: ClusterState):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -283,6 +307,13 @@ def make_handler(state: ClusterState):
                     state.update({"task_id": body["task_id"], "status": "failed", "exit_code": None,
                                   "message": f"dispatch failed: HTTP {status}"})
                 return self.reply(status, answer)
+            if path.startswith(("/cluster/kill/", "/cluster/vps-stop/")):
+                # Upstream's POST /api/kill/<id> and /api/vps/stop/<id>: mark
+                # `killed`/`stopped` first, then tell the runner when it was
+                # running/paused and its node is online (the runner itself
+                # sends no report for either).
+                what, tid = path.split("/")[2:4]
+                return self.reply(*end_by_user(state, tid, what))
             if path.startswith("/cluster/forward/"):
                 # /cluster/forward/<node>/<runner path...>: kill, pause, stop...
                 _, _, _, node, rest = path.split("/", 4)

@@ -134,3 +134,17 @@ def reserve_ip(k: int) -> str:
     status, body = http("POST", f"{HOST}/api/overlay/ip/reserve?runner={node(k)}&ttl=300")
     assert status == 200, body
     return body["ip"]
+
+
+def kill(tid: int) -> dict:
+    """The host's kill (upstream marks the task `killed` itself)."""
+    status, body = http("POST", f"{HOST}/cluster/kill/{tid}")
+    assert status == 200, body
+    return body
+
+
+def stop_vps(tid: int) -> dict:
+    """The host's VPS stop (upstream marks it `stopped` itself)."""
+    status, body = http("POST", f"{HOST}/cluster/vps-stop/{tid}", timeout=150)
+    assert status == 200, body
+    return body

@@ -11,15 +11,17 @@ dockerd or the root namespace's networking except the one veth krc-root
 (10.233.19.254) that lets these tests reach the host and the runners.
 """
 import hashlib
+import os
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from clusterutil import (SHARED, cluster, container_name, container_running, create_vps, new_id, node,
+from clusterutil import (SHARED, cluster, container_name, container_running, create_vps, kill, node, stop_vps,
                          node_docker, overlay_ip, reserve_ip, run_sh, runner_call, state, task, wait_node,
                          wait_status)
+from taskutil import wait_until
 
 OUT = SHARED / "shared_data" / "krc-test"  # /shared/krc-test inside containers
 
@@ -41,11 +43,15 @@ def leftovers() -> list[str]:
 
 @pytest.fixture(scope="module")
 def nodes():
-    cluster("up", 3, timeout=900)
+    # KRC_REUSE=1: use the cluster that is up and leave it up (development).
+    reuse = os.environ.get("KRC_REUSE") == "1"
+    if not reuse:
+        cluster("up", 3, timeout=900)
     OUT.mkdir(parents=True, exist_ok=True)
     yield [1, 2, 3]
-    cluster("down", timeout=300)
-    assert leftovers() == [], "cluster.sh down left these behind"
+    if not reuse:
+        cluster("down", timeout=300)
+        assert leftovers() == [], "cluster.sh down left these behind"
 
 
 def test_status_lists_every_node_online_with_its_own_docker(nodes):
@@ -61,32 +67,40 @@ def test_status_lists_every_node_online_with_its_own_docker(nodes):
         assert not set(mine) & set(main)
 
 
+SERVE = ("mkdir -p /tmp/w && head -c 20000000 /dev/urandom > /tmp/w/f && "
+         "md5sum /tmp/w/f | cut -c1-32 > /shared/krc-test/{name}.md5 && exec httpd -f -p 5000 -h /tmp/w")
+
+
 def test_overlay_across_nodes_tcp_byte_exact_icmp_and_reserved_ip(nodes):
+    """A task on node 1 reaches a task on node 2 (at the overlay IP reserved
+    for it) and a Docker VPS on node 3: ICMP, and 20 MB over TCP (busybox
+    httpd -> wget) compared by MD5 with what the server holds."""
+    for f in OUT.glob("*.md5"):
+        f.unlink()
     reserved = reserve_ip(2)
-    server = run_sh(2, f"nc -l -p 5000 | md5sum | cut -c1-32 > /shared/krc-test/recv-2; sleep 2",
-                    reserved_ip=reserved)
+    server = run_sh(2, SERVE.format(name="srv2"), reserved_ip=reserved)
+    vps = create_vps(3)
     wait_status(server, "running", timeout=180)
     assert overlay_ip(2, container_name(server)) == reserved, "the reserved overlay IP is honoured"
-    vps = create_vps(3)
     wait_status(vps, "running", timeout=180)
     vps_ip = overlay_ip(3, container_name(vps, vps=True))
-    node_docker(3, "exec", "-d", container_name(vps, vps=True), "sh", "-c",
-                "nc -l -p 5001 | md5sum | cut -c1-32 > /shared/krc-test/recv-3")
+    node_docker(3, "exec", "-d", container_name(vps, vps=True), "sh", "-c", SERVE.format(name="srv3"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not all((OUT / f"srv{k}.md5").exists() for k in (2, 3)):
+        time.sleep(0.2)
     client = run_sh(1, f"ping -c 2 -W 5 {reserved} && ping -c 2 -W 5 {vps_ip} && "
-                       "head -c 20000000 /dev/urandom > /tmp/f && md5sum /tmp/f | cut -c1-32 > /shared/krc-test/sent && "
-                       f"nc -w 5 {reserved} 5000 < /tmp/f && nc -w 5 {vps_ip} 5001 < /tmp/f")
+                       f"wget -q -O - http://{reserved}:5000/f | md5sum | cut -c1-32 > /shared/krc-test/got2.md5 && "
+                       f"wget -q -O - http://{vps_ip}:5000/f | md5sum | cut -c1-32 > /shared/krc-test/got3.md5")
     t = wait_status(client, {"completed", "failed"}, timeout=300)
     assert (t["status"], t["exit_code"]) == ("completed", 0), t
-    wait_status(server, "completed", timeout=60)
-    sent = (OUT / "sent").read_text().strip()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not (OUT / "recv-3").exists():
-        time.sleep(0.2)
-    assert (OUT / "recv-2").read_text().strip() == sent
-    assert (OUT / "recv-3").read_text().strip() == sent
-    assert len(sent) == 32 and sent != hashlib.md5(b"").hexdigest()
-    runner_call(3, "POST", f"/api/vps/stop/{vps}")
-    wait_status(vps, "stopped", timeout=120)
+    for k in (2, 3):
+        sent = (OUT / f"srv{k}.md5").read_text().strip()
+        assert len(sent) == 32 and (OUT / f"got{k}.md5").read_text().strip() == sent
+    assert kill(server)["runner_status"] == 200
+    wait_until(lambda: not container_running(2, container_name(server)), timeout=60, what="killed container gone")
+    assert task(server)["status"] == "killed"
+    assert stop_vps(vps)["runner_status"] == 200
+    wait_until(lambda: not container_running(3, container_name(vps, vps=True)), timeout=60, what="VPS gone")
 
 
 def test_runner_sigkill_keeps_work_running_and_restart_reports_truth(nodes):
@@ -101,8 +115,8 @@ def test_runner_sigkill_keeps_work_running_and_restart_reports_truth(nodes):
     t = wait_status(long, {"completed", "failed"}, timeout=120)
     assert (t["status"], t["exit_code"]) == ("failed", 3), t
     assert task(vps)["status"] == "running"
-    runner_call(1, "POST", f"/api/vps/stop/{vps}")
-    wait_status(vps, "stopped", timeout=120)
+    assert stop_vps(vps)["runner_status"] == 200
+    wait_until(lambda: not container_running(1, container_name(vps, vps=True)), timeout=60, what="VPS gone")
 
 
 def test_dockerd_restart_reports_dead_tasks_failed_and_vps_back(nodes):
@@ -118,8 +132,8 @@ def test_dockerd_restart_reports_dead_tasks_failed_and_vps_back(nodes):
         time.sleep(1)
     assert container_running(2, container_name(vps, vps=True)), "unless-stopped brings the VPS back"
     assert task(vps)["status"] == "running"
-    runner_call(2, "POST", f"/api/vps/stop/{vps}")
-    wait_status(vps, "stopped", timeout=120)
+    assert stop_vps(vps)["runner_status"] == 200
+    wait_until(lambda: not container_running(2, container_name(vps, vps=True)), timeout=60, what="VPS gone")
 
 
 def test_link_down_past_the_timeout_then_back(nodes):
@@ -154,8 +168,8 @@ def test_link_down_past_the_timeout_then_back(nodes):
     ping = run_sh(1, f"ping -c 2 -W 5 {vps_ip}")
     t = wait_status(ping, {"completed", "failed"}, timeout=120)
     assert (t["status"], t["exit_code"]) == ("completed", 0), "the overlay heals"
-    runner_call(3, "POST", f"/api/vps/stop/{vps}")
-    wait_status(vps, "stopped", timeout=120)
+    assert stop_vps(vps)["runner_status"] == 200
+    wait_until(lambda: not container_running(3, container_name(vps, vps=True)), timeout=60, what="VPS gone")
     wait_status(other, "completed", timeout=120)
 
 
