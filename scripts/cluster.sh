@@ -91,6 +91,7 @@ start_dockerd() {
     --data-root "$d/docker" --exec-root "$r/dx" --pidfile "$r/docker.pid" -H "unix://$r/docker.sock" \
     --cgroup-parent "/krc-n$k" --exec-opt native.cgroupdriver=cgroupfs >>"$d/dockerd.log" 2>&1 &
   wait_for 60 "dockerd of node $k" docker_n "$k" version
+  wait_for 10 "dockerd's pidfile" test -s "$r/docker.pid"
 }
 
 start_runner() {
@@ -99,11 +100,15 @@ start_runner() {
   echo $! >"$RUN/n$k/runner.pid"
 }
 
-stop_pidfile() {  # stop_pidfile FILE SIGNAL
+alive() { kill -0 "$1" 2>/dev/null && ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$1/stat" 2>/dev/null; }
+
+stop_pidfile() {  # stop_pidfile FILE SIGNAL [SECONDS]: then SIGKILL, and wait until it is gone
   [ -f "$1" ] || return 0
-  local pid; pid=$(cat "$1")
+  local pid i; pid=$(cat "$1")
   kill "-$2" "$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for i in $(seq 1 $((${3:-10} * 10))); do alive "$pid" || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  for i in $(seq 1 100); do alive "$pid" || break; sleep 0.1; done
   rm -f "$1"
 }
 
@@ -294,7 +299,8 @@ case "${1:-}" in
   runner-kill) stop_pidfile "$RUN/n$2/runner.pid" KILL ;;
   runner-start) start_runner "$2" ;;
   dockerd-restart)
-    stop_pidfile "$RUN/n$2/docker.pid" TERM
+    # dockerd stops its containers first (10 s grace each, in parallel).
+    stop_pidfile "$RUN/n$2/docker.pid" TERM 60
     start_dockerd "$2" ;;
   link) ip -n krc-ul link set "n$2" "$3" ;;
   host-stop) stop_pidfile "$RUN/host.pid" KILL ;;

@@ -130,10 +130,16 @@ def container_running(k: int, name: str) -> bool:
     return res.returncode == 0 and res.stdout.strip() == "true"
 
 
-def reserve_ip(k: int) -> str:
+def reserve_ip(k: int) -> tuple[str, str]:
+    """An overlay address on node k's subnet: (ip, token)."""
     status, body = http("POST", f"{HOST}/api/overlay/ip/reserve?runner={node(k)}&ttl=300")
     assert status == 200, body
-    return body["ip"]
+    return body["ip"], body["token"]
+
+
+def release_ip(token: str):
+    status, body = http("POST", f"{HOST}/api/overlay/ip/release?token={token}")
+    assert status == 200, body
 
 
 def kill(tid: int) -> dict:
