@@ -195,3 +195,19 @@ def test_host_down_reports_delivered_in_order_afterwards(nodes):
         seen = [h["status"] for h in got["history"]]
         assert seen.index("running") < seen.index("failed"), seen
     assert all(n["status"] == "online" for n in state()["nodes"].values())
+
+
+def test_short_fault_injection_soak(nodes):
+    """bench/cluster_soak.py for 3 minutes with a fault every ~45 s on this
+    cluster: every task's host status is its true outcome, nothing leaks,
+    the overlay still carries traffic (the seed is printed to replay it)."""
+    import json
+    import sys
+    res = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[2] / "bench" / "cluster_soak.py"),
+                          "--minutes", os.environ.get("KRC_SOAK_MINUTES", "3"), "--fault-every", "45"],
+                         capture_output=True, text=True, timeout=1800)
+    lines = res.stdout.strip().splitlines()
+    assert lines, res.stderr[-3000:]
+    result = json.loads(lines[-1])
+    assert res.returncode == 0 and result["mismatches"] == 0 and result["leaks"] == 0, res.stdout[-6000:]
+    assert result["tasks"] > 0 and sum(result["faults"].values()) > 0, result
