@@ -74,7 +74,10 @@ wait_for() {  # wait_for SECONDS WHAT CMD...
   done
 }
 
-host_state() { curl -sf --max-time 5 "http://$HOST_IP:$HOST_PORT/cluster/state"; }
+host_state() {
+  python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
+    "http://$HOST_IP:$HOST_PORT/cluster/state" 2>/dev/null
+}
 
 start_daemons() {  # containerd + dockerd of node K
   local k=$1 d=$DATA/n$1 r=$RUN/n$1
