@@ -98,6 +98,14 @@ struct RunnerConfig {
     int vm_cloud_init_gpu_timeout_seconds = 900;     // watchdog, GPU VM (driver build)
     std::string vm_nvidia_driver_url = "https://us.download.nvidia.com/XFree86/Linux-x86_64";
     int vm_powerdown_timeout_seconds = 30;  // ACPI powerdown wait before SIGKILL (stop; restart: at most 20)
+    // The VM SSH port relay's bounds (issue 16 point 4; README "VM SSH port"):
+    // open relayed connections on this node, and per source address
+    // (HOST_ADDRESS, loopback and API_ALLOWED_CLIENTS are exempt from the
+    // per-source cap); a connection that has not exchanged SSH
+    // identification lines both ways within the handshake timeout is closed.
+    int vm_ssh_relay_max_connections = 512;
+    int vm_ssh_relay_max_per_source = 16;
+    int vm_ssh_relay_handshake_timeout_seconds = 20;
 
     // VXLAN overlay
     bool overlay_enabled = false;

@@ -11,6 +11,7 @@
 
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
+#include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
@@ -39,6 +40,21 @@ struct Registry {
           .Name("kohakuriver_runner_docker_request_duration_seconds")
           .Help("Duration of Docker Engine API requests, by operation")
           .Register(*registry);
+  prometheus::Family<prometheus::Counter>& relay_events =
+      prometheus::BuildCounter()
+          .Name("kohakuriver_runner_vm_ssh_relay_connections_total")
+          .Help("Connections to the VM SSH port relays, by outcome (accepted, refused_total, refused_per_source, "
+                "handshake_timeout)")
+          .Register(*registry);
+  prometheus::Gauge& relay_open = prometheus::BuildGauge()
+                                      .Name("kohakuriver_runner_vm_ssh_relay_open_connections")
+                                      .Help("Connections the VM SSH port relays hold open now")
+                                      .Register(*registry)
+                                      .Add({});
+  Registry() {
+    for (const char* o : {"accepted", "refused_total", "refused_per_source", "handshake_timeout"})
+      relay_events.Add({{"outcome", o}});
+  }
 };
 
 Registry& reg() {
@@ -100,6 +116,12 @@ void declare_finished_statuses(std::string_view kind, const std::vector<std::str
 void docker_request(std::string_view operation, double seconds) {
   reg().docker.Add({{"operation", std::string(operation)}}, docker_buckets()).Observe(seconds);
 }
+
+void ssh_relay_event(std::string_view outcome) {
+  reg().relay_events.Add({{"outcome", std::string(outcome)}}).Increment();
+}
+
+void ssh_relay_open_changed(int delta) { reg().relay_open.Increment(delta); }
 
 std::string docker_operation(std::string_view method, std::string_view target) {
   target = target.substr(0, target.find('?'));

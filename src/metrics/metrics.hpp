@@ -27,6 +27,12 @@ void task_finished(std::string_view kind, std::string_view status);
 void declare_finished_statuses(std::string_view kind, const std::vector<std::string>& statuses);
 // kohakuriver_runner_docker_request_duration_seconds{operation}
 void docker_request(std::string_view operation, double seconds);
+// kohakuriver_runner_vm_ssh_relay_connections_total{outcome}: "accepted",
+// "refused_total", "refused_per_source", "handshake_timeout".
+void ssh_relay_event(std::string_view outcome);
+// kohakuriver_runner_vm_ssh_relay_open_connections: +1 when a relayed
+// connection is admitted, -1 when it ends.
+void ssh_relay_open_changed(int delta);
 
 // Docker Engine API call → bounded operation label: "container_create",
 // "container_start", "image_pull", "network_inspect", "ping", ...

@@ -257,11 +257,23 @@ boost::asio::awaitable<bool> shutdown_qemu(VmPaths paths, pid_t pid, std::chrono
     }
     if (still_ours(paths, pid)) {
       spdlog::warn("VM pid {} did not power off; killing it", pid);
-      ::kill(pid, SIGKILL);
-      for (int i = 0; i < 50 && still_ours(paths, pid); ++i) {
-        timer.expires_after(std::chrono::milliseconds(100));
-        co_await timer.async_wait(boost::asio::use_awaitable);
-      }
+      co_return co_await kill_qemu(paths, pid, std::chrono::seconds(5));
+    }
+  }
+  const bool gone = !still_ours(paths, pid);
+  if (gone) remove_runtime_files(paths);
+  co_return gone;
+}
+
+boost::asio::awaitable<bool> kill_qemu(VmPaths paths, pid_t pid, std::chrono::milliseconds wait) {
+  auto ex = co_await boost::asio::this_coro::executor;
+  boost::asio::steady_timer timer(ex);
+  if (still_ours(paths, pid)) {
+    ::kill(pid, SIGKILL);
+    const auto until = std::chrono::steady_clock::now() + wait;
+    while (still_ours(paths, pid) && std::chrono::steady_clock::now() < until) {
+      timer.expires_after(std::chrono::milliseconds(100));
+      co_await timer.async_wait(boost::asio::use_awaitable);
     }
   }
   const bool gone = !still_ours(paths, pid);

@@ -96,4 +96,11 @@ std::vector<BaseImage> list_base_images(const std::filesystem::path& images_dir)
 // process is gone. Never throws for QMP or signal problems (logged).
 boost::asio::awaitable<bool> shutdown_qemu(VmPaths paths, pid_t pid, std::chrono::milliseconds grace);
 
+// SIGKILL (again) when the pid is still this instance's QEMU, then wait up
+// to `wait` for it to go. A process can hold a pending SIGKILL for as long
+// as it pleases (frozen cgroup, uninterruptible sleep in a driver): callers
+// retry while this returns false. Removes the pid file and QMP socket once
+// the process is gone.
+boost::asio::awaitable<bool> kill_qemu(VmPaths paths, pid_t pid, std::chrono::milliseconds wait);
+
 }  // namespace kr::vm

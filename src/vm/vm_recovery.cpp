@@ -29,6 +29,7 @@ struct Found {
   std::optional<std::string> started_at;
   std::optional<pid_t> pid;
   std::vector<std::string> argv;
+  std::optional<VmEnding> ending;  // a stop/kill/failure waiting for QEMU to go
 };
 
 double unix_now() {
@@ -65,7 +66,10 @@ std::vector<Found> survey(std::vector<Found> from_store, const fs::path& instanc
 
 }  // namespace
 
-void VmService::start() { asio::co_spawn(ex_, recover(), asio::detached); }
+void VmService::start() {
+  asio::co_spawn(ex_, resolve_exempt_host(relay_guard_, deps_.cfg.host_address), asio::detached);
+  asio::co_spawn(ex_, recover(), asio::detached);
+}
 
 asio::awaitable<void> VmService::recover() {
   // The runner's SSH key (vm.md §1): made at startup when missing, so the
@@ -81,7 +85,9 @@ asio::awaitable<void> VmService::recover() {
       f.in_store = true;
       f.started_at = rec.started_at;
       try {
-        f.state = vm_state_from_json(json::parse(rec.extra_json));
+        const json extra = json::parse(rec.extra_json);
+        f.ending = ending_from_extra(extra);
+        f.state = vm_state_from_json(extra);
       } catch (const std::exception&) {
         f.state.task_id = rec.task_id;  // a create that never got as far as QEMU
         f.state.container_name = rec.container_name;
@@ -112,6 +118,7 @@ asio::awaitable<void> VmService::recover() {
       vm->launched = true;
       vm->generation = 1;
       vm->gpu = !f.state.gpu_pci_addresses.empty();
+      vm->ending = f.ending;
       if (f.state.network_mode == "overlay") {
         // O5/V20: keep the reservation alive; its expiry was not kept, so
         // try soon and retry while the previous one is still live.
@@ -119,9 +126,9 @@ asio::awaitable<void> VmService::recover() {
       } else if (pool_) {
         pool_->mark_used(f.state.vm_ip);
       }
-      if (f.state.ssh_port) {
+      if (f.state.ssh_port && !f.ending) {
         try {
-          vm->ssh_proxy = std::make_unique<SshProxy>(ex_, deps_.cfg.runner_bind_ip,
+          vm->ssh_proxy = std::make_unique<SshProxy>(ex_, relay_guard_, deps_.cfg.runner_bind_ip,
                                                      static_cast<std::uint16_t>(*f.state.ssh_port), f.state.vm_ip);
           vm->ssh_proxy->start();
         } catch (const std::exception& e) {
@@ -145,6 +152,15 @@ asio::awaitable<void> VmService::recover() {
         std::string net_error = co_await ensure_network();
         if (!net_error.empty()) spdlog::warn("VM recovery: VM network: {}", net_error);
       }
+      if (f.ending) {
+        // Its stop/kill/failure was accepted before the runner restarted:
+        // finish it (issue 16 point 5), never report it running again.
+        spdlog::info("VM {}: QEMU pid {} still there; finishing its {}", id, vm->pid, f.ending->status);
+        vm->busy = true;
+        asio::co_spawn(ex_, end_vm(vm, std::chrono::seconds(deps_.cfg.vm_powerdown_timeout_seconds)),
+                       asio::detached);
+        continue;
+      }
       spdlog::info("VM {} recovered: QEMU pid {}, {}", id, vm->pid, f.state.vm_ip);
       co_await report(id, status_body(id, "running", std::nullopt, std::string("VM recovered after runner restart"),
                                       vm->started_at, false),
@@ -167,8 +183,10 @@ asio::awaitable<void> VmService::recover() {
     };
     co_await run_blocking(cleanup);
     if (st.network_mode == "overlay" && st.overlay_token) co_await release_overlay_ip(*st.overlay_token);
-    json r = status_body(id, "stopped", -1, std::string("VM not running on runner startup (runner or machine restarted)."),
-                         std::nullopt, true);
+    json r = f.ending ? status_body(id, f.ending->status, std::nullopt, f.ending->message, std::nullopt, true)
+                      : status_body(id, "stopped", -1,
+                                    std::string("VM not running on runner startup (runner or machine restarted)."),
+                                    std::nullopt, true);
     std::optional<store::FinishOutcome> outcome;
     if (f.in_store) {
       try {
@@ -185,7 +203,8 @@ asio::awaitable<void> VmService::recover() {
 // again at the host (which may have marked it `lost`).
 void VmService::report_running_again() {
   for (const auto& [id, vm] : vms_) {
-    if (!vm->launched || vm->busy || vm->gone) continue;
+    // Not one whose stop/kill/failure is recorded (its QEMU may still be ending).
+    if (!vm->launched || vm->busy || vm->gone || vm->ending || vm->restarting) continue;
     json body = status_body(id, "running", std::nullopt, std::string("VM still running (host connection restored)"),
                             vm->started_at, false);
     asio::co_spawn(ex_, report(id, std::move(body), false), asio::detached);

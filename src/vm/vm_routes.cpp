@@ -201,6 +201,7 @@ asio::awaitable<HttpResponse> VmService::restart_route(HttpRequest& req) {
   // V8: answer now (the host waits 15 s), restart in the background and
   // report problems as status.
   vm->busy = true;
+  vm->restarting = true;
   vm->ssh_ready = false;
   asio::co_spawn(ex_, restart_in_background(vm), asio::detached);
   co_return HttpResponse::json(200, message_body("VM " + id_text + " restarted."));

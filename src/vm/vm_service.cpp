@@ -85,7 +85,8 @@ QemuSettings settings_from(const config::RunnerConfig& cfg, std::vector<std::str
 }  // namespace
 
 VmService::VmService(asio::any_io_executor ex, VmServiceDeps deps)
-    : ex_(ex), deps_(std::move(deps)), stop_(ex) {
+    : ex_(ex), deps_(std::move(deps)), stop_(ex),
+      relay_guard_(std::make_shared<SshRelayGuard>(relay_settings_from(deps_.cfg))) {
   settings_ = settings_from(deps_.cfg, deps_.launch_prefix, settings_error_);
   try {
     pool_.emplace(deps_.cfg.vm_bridge_subnet, deps_.cfg.vm_bridge_gateway);
@@ -133,13 +134,19 @@ asio::awaitable<void> VmService::report(int64_t id, json body, bool is_final) {
 
 asio::awaitable<void> VmService::persist(VmPtr vm) {
   store::TaskChanges ch;
-  ch.extra_json = to_json(vm->state).dump();
+  ch.extra_json = store_extra(*vm);
   ch.started_at = vm->started_at;
   co_await deps_.store.update_task(vm->state.task_id, "running", ch);
   const fs::path file = vm->paths.state_json;
   const VmState state = vm->state;
   auto write = [file, state] { write_state_file(file, state); };
   co_await run_blocking(write);
+}
+
+std::string VmService::store_extra(const Vm& vm) const {
+  auto extra = to_json(vm.state);
+  if (vm.ending) extra = with_ending(std::move(extra), *vm.ending);
+  return extra.dump();
 }
 
 asio::awaitable<std::string> VmService::ensure_network() {
@@ -331,8 +338,8 @@ asio::awaitable<HttpResponse> VmService::create(vps::VpsRequest rq, std::string 
   if (st.ssh_port) {
     std::optional<std::string> bind_error;
     try {
-      vm->ssh_proxy = std::make_unique<SshProxy>(ex_, deps_.cfg.runner_bind_ip, static_cast<std::uint16_t>(*st.ssh_port),
-                                                 st.vm_ip);
+      vm->ssh_proxy = std::make_unique<SshProxy>(ex_, relay_guard_, deps_.cfg.runner_bind_ip,
+                                                 static_cast<std::uint16_t>(*st.ssh_port), st.vm_ip);
     } catch (const std::exception& e) {
       bind_error = e.what();
     }
@@ -419,61 +426,9 @@ asio::awaitable<void> VmService::watchdog(VmPtr vm, std::uint64_t generation, in
   const int64_t id = vm->state.task_id;
   spdlog::warn("VM {}: no agent contact {} s after start; stopping it", id, seconds);
   vm->busy = true;
-  co_await teardown(vm, std::chrono::seconds(10));
-  const std::string msg = "Cloud-init timed out after " + std::to_string(seconds) + "s";
-  json r = status_body(id, "failed", std::nullopt, msg, std::nullopt, true);
-  bool durable = false;
-  try {
-    durable = co_await deps_.store.finish_task(id, r.dump()) == store::FinishOutcome::Reported;
-  } catch (const std::exception& e) {
-    spdlog::error("VM {}: cannot record the watchdog failure: {}", id, e.what());
-  }
-  if (!durable) co_await report(id, r, true);
-}
-
-// ---- stop / teardown (§11.2) -------------------------------------------------
-
-asio::awaitable<bool> VmService::teardown(VmPtr vm, std::chrono::milliseconds grace) {
-  const int64_t id = vm->state.task_id;
-  bool ended = true;
-  if (vm->pid > 0) ended = co_await shutdown_qemu(vm->paths, vm->pid, grace);
-  if (!ended) spdlog::error("VM {}: QEMU pid {} could not be ended", id, vm->pid);
-  if (vm->ssh_proxy) vm->ssh_proxy->stop();
-  vm->gone = true;
-  vms_.erase(id);
-  const VmState st = vm->state;
-  const VmPaths paths = vm->paths;
-  auto cleanup = [st, paths] {
-    Vfio vfio;
-    for (const auto& addr : st.gpu_pci_addresses)
-      for (const auto& e : vfio.unbind_group(addr)) spdlog::warn("VM {}: unbind: {}", st.task_id, e);
-    if (!st.tap_device.empty()) delete_tap(st.tap_device);
-    std::error_code ec;
-    fs::remove(paths.qmp_socket, ec);
-    fs::remove(paths.state_json, ec);
-  };
-  co_await run_blocking(cleanup);
-  release_network(st);
-  co_return ended;
-}
-
-asio::awaitable<HttpResponse> VmService::stop(int64_t id) {
-  const std::string id_text = std::to_string(id);
-  auto it = vms_.find(id);
-  // V9: a VM we do not (or no longer) track is stopped: 200.
-  if (it == vms_.end()) co_return HttpResponse::json(200, message_body("VPS " + id_text + " stopped."));
-  VmPtr vm = it->second;
-  if (vm->busy && !vm->launched)
-    co_return HttpResponse::detail(409, "VPS " + id_text + " is still being created.");
-  // A restart (or the watchdog) owns the QEMU process right now.
-  if (vm->busy) co_return HttpResponse::detail(409, "VM " + id_text + " is being restarted or stopped; try again.");
-  vm->busy = true;
-  ++vm->generation;  // no watchdog acts on it any more
-  const bool ended = co_await teardown(vm, std::chrono::seconds(deps_.cfg.vm_powerdown_timeout_seconds));
-  co_await deps_.store.delete_task(id);
-  if (!ended) co_return HttpResponse::detail(500, "Failed to stop VPS " + id_text + ".");
-  spdlog::info("VM {} stopped", id);
-  co_return HttpResponse::json(200, message_body("VPS " + id_text + " stopped."));
+  vm->ending = failure_ending("Cloud-init timed out after " + std::to_string(seconds) + "s");
+  co_await record_ending(vm);
+  co_await end_vm(vm, std::chrono::seconds(10));  // reports once QEMU is gone
 }
 
 // /api/kill (D17: stops the VM), /api/pause, /api/resume and the
@@ -482,11 +437,8 @@ asio::awaitable<HttpResponse> VmService::control(int64_t id, std::string action)
   auto it = vms_.find(id);
   const std::string id_text = std::to_string(id);
   if (it == vms_.end()) co_return HttpResponse::detail(404, "VPS " + id_text + " not found.");
-  if (action == "kill") {
-    auto res = co_await stop(id);
-    if (res.status != 200) co_return res;
-    co_return HttpResponse::json(200, message_body("Task " + id_text + " killed."));
-  }
+  if (action == "kill")
+    co_return co_await end_by_host(id, kill_ending(), "Task " + id_text + " killed.", "Failed to kill task " + id_text + ".");
   co_return co_await qmp_pause(it->second, action == "pause");
 }
 
@@ -512,11 +464,24 @@ asio::awaitable<void> VmService::restart_in_background(VmPtr vm) {
   const int64_t id = vm->state.task_id;
   const pid_t old_pid = vm->pid;
   const auto grace = std::min<std::chrono::seconds>(kMaxRestartGrace, std::chrono::seconds(deps_.cfg.vm_powerdown_timeout_seconds));
-  const bool ended = co_await shutdown_qemu(vm->paths, old_pid, grace);
+  bool ended = co_await shutdown_qemu(vm->paths, old_pid, grace);
+  // No second QEMU on the same disk, TAP and GPUs: while the old one lives
+  // the VM stays as it is and the kill is repeated, until a stop or kill
+  // takes over (issue 16 point 5).
+  for (auto backoff = kEndRetryFirst; !ended && !vm->ending; backoff = std::min(backoff * 2, kEndRetryMax)) {
+    if (!co_await stop_.sleep_for(backoff)) co_return;  // runner stopping: the next start re-adopts it
+    if (vm->ending) break;
+    ended = co_await kill_qemu(vm->paths, old_pid, std::chrono::seconds(2));
+  }
+  if (vm->ending) {
+    // A stop or kill arrived during the restart: no relaunch.
+    vm->restarting = false;
+    co_await end_vm(vm, std::chrono::seconds(1));
+    co_return;
+  }
   std::string error;
-  if (!ended) error = "the old QEMU process could not be ended";
   std::optional<LaunchedVm> launched;
-  if (error.empty()) {
+  {
     const QemuSettings settings = settings_;
     const std::vector<std::string> argv = vm->argv;
     const std::vector<std::string> pci = vm->state.gpu_pci_addresses;
@@ -538,8 +503,14 @@ asio::awaitable<void> VmService::restart_in_background(VmPtr vm) {
       launched = std::get<LaunchedVm>(std::move(res));
   }
   if (vm->gone) co_return;
+  vm->restarting = false;
+  vm->pid = launched ? launched->pid : 0;
+  if (vm->ending) {
+    // A stop or kill arrived while the new QEMU was being started: end it.
+    co_await end_vm(vm, std::chrono::seconds(deps_.cfg.vm_powerdown_timeout_seconds));
+    co_return;
+  }
   if (launched) {
-    vm->pid = launched->pid;
     vm->last_heartbeat.reset();  // the new instance's first heartbeat reports running
     ++vm->generation;
     vm->busy = false;
@@ -549,16 +520,9 @@ asio::awaitable<void> VmService::restart_in_background(VmPtr vm) {
   }
   // Problems go to the host as status (V8): the VM is down; free it.
   spdlog::error("VM {}: restart failed: {}", id, error);
-  vm->pid = 0;
-  co_await teardown(vm, std::chrono::seconds(1));
-  json r = status_body(id, "failed", std::nullopt, "VM restart failed: " + error, std::nullopt, true);
-  bool durable = false;
-  try {
-    durable = co_await deps_.store.finish_task(id, r.dump()) == store::FinishOutcome::Reported;
-  } catch (const std::exception& e) {
-    spdlog::error("VM {}: cannot record the restart failure: {}", id, e.what());
-  }
-  if (!durable) co_await report(id, r, true);
+  vm->ending = failure_ending("VM restart failed: " + error);
+  co_await record_ending(vm);
+  co_await end_vm(vm, std::chrono::seconds(1));
 }
 
 asio::awaitable<void> VmService::restart_watch(VmPtr vm, std::uint64_t generation) {

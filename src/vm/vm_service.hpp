@@ -34,6 +34,8 @@
 #include "vm/qemu_instance.hpp"
 #include "tunnel/frame.hpp"
 #include "vm/ssh_proxy.hpp"
+#include "vm/ssh_relay_guard.hpp"
+#include "vm/vm_ending.hpp"
 #include "vm/vm_network.hpp"
 #include "vm/vm_state.hpp"
 #include "vps/vps_manager.hpp"
@@ -137,6 +139,11 @@ class VmService : public vps::VmBackend {
     nlohmann::json last_report = nullptr;  // last heartbeat body
     bool launched = false;  // QEMU started (create finished)
     bool busy = false;      // create/stop/restart running
+    bool restarting = false;  // restart_in_background owns the QEMU process
+    // Accepted stop/kill/failure: the final report once QEMU is gone
+    // (vm_stop.cpp). The VM stays tracked until then.
+    std::optional<VmEnding> ending;
+    bool ending_started = false;  // end_vm runs (once per VM)
     bool gone = false;      // stopped: late coroutines must not touch it
     std::uint64_t generation = 0;  // bumped per QEMU instance (watchdogs)
     bool gpu = false;
@@ -151,10 +158,24 @@ class VmService : public vps::VmBackend {
                              std::optional<std::string> message, std::optional<std::string> started_at,
                              bool completed) const;
   boost::asio::awaitable<void> persist(VmPtr vm);
-  // Stops QEMU and frees what the VM holds (VFIO, TAP, IP, socket); the
-  // store row is the caller's. Returns false when QEMU could not be ended.
-  boost::asio::awaitable<bool> teardown(VmPtr vm, std::chrono::milliseconds grace);
+  // The store row's extra_json: the state, plus the accepted ending.
+  std::string store_extra(const Vm& vm) const;
   void release_network(const VmState& state);
+  // ---- vm_stop.cpp (§11.2; issue 16: a VM is never forgotten while its
+  // QEMU lives)
+  // A host stop or kill: accepted and recorded, QEMU ended (cancelling a
+  // restart in progress), the final report once QEMU is gone.
+  boost::asio::awaitable<api::HttpResponse> end_by_host(int64_t id, VmEnding ending, std::string ok_message,
+                                                        std::string fail_message);
+  // Writes vm->ending into the store row; false when the store failed.
+  boost::asio::awaitable<bool> record_ending(VmPtr vm);
+  // Ends QEMU with `grace` for the powerdown. Gone: frees what the VM holds
+  // and sends the final report (true). Still alive: it stays tracked and is
+  // killed again in the background until it is gone (false).
+  boost::asio::awaitable<bool> end_vm(VmPtr vm, std::chrono::milliseconds grace);
+  boost::asio::awaitable<void> keep_ending(VmPtr vm);
+  // QEMU is gone: free VFIO, TAP, IP, socket, state file; final report.
+  boost::asio::awaitable<void> finish_ending(VmPtr vm);
   boost::asio::awaitable<void> watchdog(VmPtr vm, std::uint64_t generation, int seconds);
   boost::asio::awaitable<void> restart_in_background(VmPtr vm);
   // §9: logs whether the restarted instance's agent came back.
@@ -193,6 +214,8 @@ class VmService : public vps::VmBackend {
   std::optional<NatIpPool> pool_;
   bool network_ready_ = false;
   std::map<int64_t, VmPtr> vms_;
+  // The bounds every VM's SSH relay shares (ssh_relay_guard.hpp).
+  std::shared_ptr<SshRelayGuard> relay_guard_;
 };
 
 }  // namespace kr::vm

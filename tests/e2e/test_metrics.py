@@ -25,6 +25,7 @@ REQUIRED = [
     "kohakuriver_runner_outbox_pending", "kohakuriver_runner_host_last_heartbeat_success_timestamp_seconds",
     "kohakuriver_runner_docker_request_duration_seconds", "process_resident_memory_bytes", "process_cpu_seconds",
     "process_open_fds", "process_start_time_seconds",
+    "kohakuriver_runner_vm_ssh_relay_connections", "kohakuriver_runner_vm_ssh_relay_open_connections",
 ]
 
 

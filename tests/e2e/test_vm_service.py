@@ -7,19 +7,22 @@ address), with VM_QEMU_ACCEL=tcg and SeaBIOS, and a blank base image: QEMU
 really starts, gets its TAP on the runner's NAT bridge and answers QMP, but
 no guest boots (the full boot is test_vm_boot.py, opt-in). The guest agent's
 calls are made from the VM's address inside the namespace."""
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from fixture_host import FixtureHost
 from taskutil import http
-from vmutil import VmNetns, agent_call, kill_qemus_of, qemu_alive, start_in_netns, wait_until
+from vmutil import (Frozen, VmNetns, agent_call, kill_qemus_of, qemu_alive, sigkill_pending, start_in_netns,
+                    wait_until)
 
 
 @pytest.fixture
@@ -43,15 +46,37 @@ def vm_body(task_id, **fields):
     return body
 
 
-ECHO_22 = r"""
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], 22)); s.listen(4)
-while True:
-    c, _ = s.accept()
-    data = c.recv(100)
-    c.sendall(b"echo:" + data)
+# A stand-in sshd on {vm_ip}:22: sends its identification line, then echoes.
+SSHD_22 = r"""
+import socket, sys, threading
+def serve(c):
+    c.sendall(b"SSH-2.0-standin\r\n")
+    while data := c.recv(4096):
+        c.sendall(b"echo:" + data)
     c.close()
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 22)); s.listen(64)
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+"""
+# Opens N connections to the relay from a source address, completes the SSH
+# identification exchange on each that gets the server's line, keeps them
+# all open, prints what each got: "ssh" or "closed".
+RELAY_CLIENTS = r"""
+import json, socket, sys
+src, host, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+held, out = [], []
+for _ in range(n):
+    c = socket.create_connection((host, port), timeout=10, source_address=(src, 0))
+    line = c.recv(100)
+    if line.startswith(b"SSH-2.0-standin"):
+        c.sendall(b"SSH-2.0-client\r\n")
+        assert c.recv(100).startswith(b"echo:SSH-2.0-client")
+        out.append("ssh")
+    else:
+        out.append("closed" if line == b"" else repr(line))
+    held.append(c)
+print(json.dumps(out))
 """
 PROBE_22 = "import socket; socket.create_connection(('10.200.0.10', 22), timeout=1).close()"
 
@@ -163,7 +188,8 @@ def _lifecycle(ns, host, make_runner, cfg, inst):
     # The watchdog (V6) has its own test; here it must not interfere.
     # A blank disk has no OS to answer the ACPI power button: keep the
     # powerdown wait short (the SIGKILL fallback is what runs).
-    cfg = dict(cfg, HOST_ADDRESS=ns.outer_ip, VM_CLOUD_INIT_TIMEOUT_SECONDS=3600, VM_POWERDOWN_TIMEOUT_SECONDS=2)
+    cfg = dict(cfg, HOST_ADDRESS=ns.outer_ip, VM_CLOUD_INIT_TIMEOUT_SECONDS=3600, VM_POWERDOWN_TIMEOUT_SECONDS=2,
+               VM_SSH_RELAY_MAX_CONNECTIONS=8, VM_SSH_RELAY_MAX_PER_SOURCE=3, VM_SSH_RELAY_HANDSHAKE_TIMEOUT_SECONDS=3)
     runner = start_in_netns(make_runner(host, start=False, **cfg), ns)
 
     # ---- create: QEMU runs, TAP on the bridge, state persisted
@@ -207,15 +233,13 @@ def _lifecycle(ns, host, make_runner, cfg, inst):
     assert st["ssh_ready"] is True and st["last_heartbeat"] >= before - 1  # runner clock (V24)
 
     # ---- the SSH port relays to {vm_ip}:22 (a stand-in sshd inside the namespace)
-    echo = ns.popen("python3", "-c", ECHO_22, "10.200.0.10")
+    sshd = ns.popen("python3", "-c", SSHD_22, "10.200.0.10")
     try:
         wait_until(lambda: ns.exec("python3", "-c", PROBE_22, check=False).returncode == 0, 20, "the stand-in sshd")
-        with socket.create_connection((ns.inner_ip, 40022), timeout=10) as c:
-            c.sendall(b"SSH-2.0-test\r\n")
-            assert c.recv(100).startswith(b"echo:SSH-2.0-test")
+        _relay_bounds(ns, runner)
     finally:
-        echo.kill()
-        echo.wait()
+        sshd.kill()
+        sshd.wait()
     # A taken SSH port fails the create (V25) and leaves nothing behind.
     status, body = http("POST", runner.url("/api/vps/create"), vm_body(45, ssh_port=40022), timeout=120)
     assert status == 500 and "40022" in body["detail"], body
@@ -257,9 +281,12 @@ def _lifecycle(ns, host, make_runner, cfg, inst):
     assert by_id["42"]["qemu_running"] is True and by_id["42"]["qemu_pid"] == pid and by_id["42"]["in_task_store"]
     assert http("DELETE", runner.url("/api/vps/vm-instances/42"))[0] == 409  # running, no force
 
-    # ---- stop leaves no QEMU, TAP or socket behind; 200 again (V9)
+    # ---- stop leaves no QEMU, TAP or socket behind; 200 again (V9); one
+    # final `stopped` once QEMU is gone (issue 16 point 5)
     assert http("POST", runner.url("/api/vps/stop/42"), timeout=60) == (200, {"message": "VPS 42 stopped."})
     assert not qemu_alive(pid)
+    final = host.wait_for("update", pred=lambda r: r.json()["task_id"] == 42 and r.json()["completed_at"])
+    assert [u.json()["status"] for u in final] == ["stopped"]
     assert not ns.link_exists("tap-1ef51593")
     assert not (Path(cfg["VM_RUN_DIR"]) / "42.qmp").exists()
     assert not (inst / "42" / "qemu.pid").exists() and not (inst / "42" / "vm-state.json").exists()
@@ -273,12 +300,136 @@ def _lifecycle(ns, host, make_runner, cfg, inst):
     status, body = http("DELETE", runner.url("/api/vps/vm-instances/44?force=true"), timeout=60)
     assert status == 200 and body["freed_bytes"] > 0, body
     assert not (inst / "44").exists() and not ns.link_exists("tap-" + _tap(44))
-    # kill (D17) stops VM 43.
-    assert http("POST", runner.url("/api/kill"), {"task_id": "43", "container_name": "kohakuriver-vps-43"},
-                timeout=60) == (200, {"message": "Task 43 killed."})
-    assert not qemu_alive(pid43)
+    restart = lambda old: (old.stop(), start_in_netns(make_runner(host, start=False, **cfg), ns))[1]
+    runner = _qemu_that_will_not_die(ns, host, runner, restart, inst, pid43)
     listing = http("GET", runner.url("/api/vps/vm-instances"))[1]
     assert all(not i["qemu_running"] for i in listing["instances"])
+
+
+def _relay_connect(ns, exchange=True):
+    """From this machine (HOST_ADDRESS) to the relay: returns the socket and
+    the first line it got (b"" when the relay closed it)."""
+    c = socket.create_connection((ns.inner_ip, 40022), timeout=30)
+    line = c.recv(100)
+    if exchange and line:
+        c.sendall(b"SSH-2.0-client\r\n")
+        assert c.recv(100).startswith(b"echo:SSH-2.0-client")
+    return c, line
+
+
+def _relay_metric(runner, outcome=None):
+    """A relay counter by outcome, or (None) the open-connections gauge."""
+    text = urllib.request.urlopen(runner.url("/metrics"), timeout=10).read().decode()
+    name = (f'kohakuriver_runner_vm_ssh_relay_connections_total{{outcome="{outcome}"}} ' if outcome
+            else "kohakuriver_runner_vm_ssh_relay_open_connections ")
+    for line in text.splitlines():
+        if line.startswith(name):
+            return float(line.split()[-1])
+    raise AssertionError(f"no {name}in:\n{text}")
+
+
+def _relay_bounds(ns, runner):
+    """Issue 16 point 4 (VM_SSH_RELAY_MAX_CONNECTIONS=8, _MAX_PER_SOURCE=3,
+    _HANDSHAKE_TIMEOUT_SECONDS=3 in this test's configuration)."""
+    c, line = _relay_connect(ns)
+    assert line.startswith(b"SSH-2.0-standin")
+    c.close()
+    refused_before = _relay_metric(runner, "refused_per_source")
+    # Another address (not the host, not an allowed client): 3 at a time.
+    got = json.loads(ns.exec("python3", "-c", RELAY_CLIENTS, "10.200.0.99", ns.inner_ip, "40022", "5").stdout)
+    assert got == ["ssh", "ssh", "ssh", "closed", "closed"], got
+    assert _relay_metric(runner, "refused_per_source") == refused_before + 2
+    wait_until(lambda: _relay_metric(runner) == 0, 30, "the relay to count its connections closed")
+    # The host (HOST_ADDRESS) is exempt from the per-source cap, not from the
+    # total: 8 relayed sessions, then refused.
+    held = [_relay_connect(ns) for _ in range(8)]
+    assert all(line.startswith(b"SSH-2.0-standin") for _, line in held)
+    extra, line = _relay_connect(ns)
+    assert line == b""
+    extra.close()
+    for c, _ in held:
+        c.close()
+    wait_until(lambda: _relay_metric(runner) == 0, 30, "the relay to count its connections closed")
+    # A connection that never sends its identification line is closed; one
+    # that did is never timed out (it outlives the handshake window).
+    timeouts_before = _relay_metric(runner, "handshake_timeout")
+    session, _ = _relay_connect(ns)
+    silent, line = _relay_connect(ns, exchange=False)
+    assert line.startswith(b"SSH-2.0-standin")
+    assert silent.recv(100) == b""  # closed by the relay (socket timeout: 30 s)
+    assert _relay_metric(runner, "handshake_timeout") == timeouts_before + 1
+    session.sendall(b"still here")
+    assert session.recv(100) == b"echo:still here"
+    session.close()
+    silent.close()
+
+
+def _still_tracked(ns, host, runner, inst, task_id, pid):
+    """The VM keeps everything while its QEMU lives: tracked, TAP, state
+    file, listed to the host as running work, no final report."""
+    assert qemu_alive(pid)
+    status, st = http("GET", runner.url(f"/api/vps/{task_id}/vm-status"))
+    assert status == 200 and st["pid"] == pid, (status, st)
+    assert ns.link_exists("tap-" + _tap(task_id))
+    assert (inst / str(task_id) / "vm-state.json").exists()
+    n = len(host.of_kind("heartbeat"))
+    host.wait_for("heartbeat", count=n + 1)
+    assert task_id in (host.of_kind("heartbeat")[-1].json().get("running_tasks") or [])
+    assert [u for u in host.updates_for(task_id) if u["completed_at"]] == []
+
+
+def _qemu_that_will_not_die(ns, host, runner, restart, inst, pid43):
+    """Issue 16 point 5, with a QEMU frozen in a cgroup-v1 freezer group (it
+    holds the SIGKILL until thawed)."""
+    # A kill during a restart cancels the restart (was 409); 200 at once.
+    ctl43 = {"task_id": "43", "container_name": "kohakuriver-vps-43"}
+    with Frozen(pid43) as frozen:
+        assert http("POST", runner.url("/api/vps/43/vm-restart"), timeout=15) == (200, {"message": "VM 43 restarted."})
+        assert http("POST", runner.url("/api/kill"), ctl43, timeout=60) == (200, {"message": "Task 43 killed."})
+        assert http("POST", runner.url("/api/kill"), ctl43, timeout=60) == (200, {"message": "Task 43 killed."})
+        wait_until(lambda: f"VM 43: QEMU pid {pid43} is still there after SIGKILL" in runner.output(), 60,
+                   "the runner to find QEMU 43 alive after its SIGKILL")
+        assert sigkill_pending(pid43)
+        _still_tracked(ns, host, runner, inst, 43, pid43)
+        assert http("POST", runner.url("/api/vps/pause/43"))[0] == 409  # being ended
+        frozen.thaw()
+        final = host.wait_for("update", timeout=60,
+                              pred=lambda r: r.json()["task_id"] == 43 and r.json()["completed_at"])
+    assert [u.json()["status"] for u in final] == ["killed"]
+    assert not qemu_alive(pid43)
+    assert not ns.link_exists("tap-" + _tap(43)) and not (inst / "43" / "vm-state.json").exists()
+    assert http("GET", runner.url("/api/vps/43/vm-status"))[0] == 404
+    assert not (inst / "43" / "qemu.pid").exists()  # the restart never started a new QEMU
+
+    # A plain stop of a QEMU that will not die: 200 (was 500, and the VM was
+    # forgotten with its IP and TAP freed while QEMU ran on).
+    status, body = http("POST", runner.url("/api/vps/create"), vm_body(46, ssh_port=40026), timeout=120)
+    assert status == 200, body
+    pid46 = http("GET", runner.url("/api/vps/46/vm-status"))[1]["pid"]
+    with Frozen(pid46) as frozen:
+        assert http("POST", runner.url("/api/vps/stop/46"), timeout=60) == (200, {"message": "VPS 46 stopped."})
+        assert sigkill_pending(pid46)
+        _still_tracked(ns, host, runner, inst, 46, pid46)
+        # Its address is still taken: the next VM gets another one.
+        status, body = http("POST", runner.url("/api/vps/create"), vm_body(47, ssh_port=40027), timeout=120)
+        assert status == 200 and body["vm_ip"] != http("GET", runner.url("/api/vps/46/vm-status"))[1]["vm_ip"], body
+        # The stop is durable: a restarted runner finishes it, and never
+        # reports the VM running again.
+        runner = restart(runner)
+        wait_until(lambda: http("GET", runner.url("/api/vps/46/vm-status"))[0] == 200, 30, "VM 46 to be tracked")
+        _still_tracked(ns, host, runner, inst, 46, pid46)
+        assert [u["status"] for u in host.updates_for(46) if u["status"] == "running"] == []
+        frozen.thaw()
+        final = host.wait_for("update", timeout=60,
+                              pred=lambda r: r.json()["task_id"] == 46 and r.json()["completed_at"])
+    assert [u.json()["status"] for u in final] == ["stopped"]
+    assert not qemu_alive(pid46) and not ns.link_exists("tap-" + _tap(46))
+    assert http("GET", runner.url("/api/vps/46/vm-status"))[0] == 404
+    assert http("POST", runner.url("/api/kill"), {"task_id": "47", "container_name": "kohakuriver-vps-47"},
+                timeout=60) == (200, {"message": "Task 47 killed."})
+    final = host.wait_for("update", pred=lambda r: r.json()["task_id"] == 47 and r.json()["completed_at"])
+    assert [u.json()["status"] for u in final] == ["killed"]
+    return runner
 
 
 def test_vm_watchdog_stops_silent_vm(host_any, make_runner, tmp_path):

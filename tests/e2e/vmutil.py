@@ -130,3 +130,56 @@ def wait_until(pred, timeout, what):
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+FREEZER = Path("/sys/fs/cgroup/freezer")
+
+
+class Frozen:
+    """A process put into a frozen cgroup-v1 freezer group of its own: it
+    does not run, answers nothing, and a SIGKILL stays pending (the process
+    does not die) until thaw(). How a QEMU that will not die is made."""
+
+    def __init__(self, pid):
+        if not (FREEZER / "cgroup.procs").exists():
+            raise AssertionError(f"this test needs the cgroup-v1 freezer at {FREEZER}")
+        self.pid = pid
+        self.dir = FREEZER / f"kr-test-{secrets.token_hex(3)}"
+
+    def __enter__(self):
+        self.dir.mkdir()
+        (self.dir / "cgroup.procs").write_text(str(self.pid))
+        (self.dir / "freezer.state").write_text("FROZEN")
+        wait_until(lambda: (self.dir / "freezer.state").read_text().strip() == "FROZEN", 10, "the freezer")
+        return self
+
+    def thaw(self):
+        (self.dir / "freezer.state").write_text("THAWED")
+
+    def __exit__(self, *exc):
+        self.thaw()
+        for pid in (self.dir / "cgroup.procs").read_text().split():
+            try:
+                (FREEZER / "cgroup.procs").write_text(pid)
+            except OSError:
+                pass  # exited meanwhile
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.dir.rmdir()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+
+def sigkill_pending(pid):
+    """A SIGKILL sent to the process and not yet acted on (ShdPnd bit 9)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("ShdPnd:"):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGKILL - 1)))
+    except OSError:
+        pass
+    return False

@@ -57,11 +57,12 @@ TEST(ConfigDefaults, MatchUpstreamTable) {
 
 TEST(ConfigDefaults, KeyTableCoversEveryUpstreamKeyAndOurs) {
     auto names = kr::config::config_key_names();
-    // 42 upstream keys + STATE_DIR + DOCKER_SOCKET + 9 VM_* of ours + DOCKER_REGISTRY_REFRESH_TIMEOUT
+    // 42 upstream keys + STATE_DIR + DOCKER_SOCKET + 12 VM_* of ours + DOCKER_REGISTRY_REFRESH_TIMEOUT
     // + API_ALLOWED_CLIENTS, METRICS_ALLOWED_CLIENTS
-    EXPECT_EQ(names.size(), 56u);
+    EXPECT_EQ(names.size(), 59u);
     for (std::string key : {"RUNNER_BIND_IP", "OVERLAY_MTU", "VM_ACS_OVERRIDE", "STATE_DIR", "DOCKER_SOCKET",
-                            "VM_POWERDOWN_TIMEOUT_SECONDS",
+                            "VM_POWERDOWN_TIMEOUT_SECONDS", "VM_SSH_RELAY_MAX_CONNECTIONS",
+                            "VM_SSH_RELAY_MAX_PER_SOURCE", "VM_SSH_RELAY_HANDSHAKE_TIMEOUT_SECONDS",
                             "DOCKER_REGISTRY_REFRESH_TIMEOUT", "API_ALLOWED_CLIENTS", "METRICS_ALLOWED_CLIENTS"})
         EXPECT_NE(std::find(names.begin(), names.end(), key), names.end()) << key;
 }

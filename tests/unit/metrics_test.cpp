@@ -72,3 +72,20 @@ TEST(Metrics, NoGpuFamiliesWithoutGpus) {
   EXPECT_EQ(text.find("kohakuriver_runner_gpu_"), std::string::npos);
   EXPECT_NE(text.find("kohakuriver_runner_host_last_heartbeat_success_timestamp_seconds 0"), std::string::npos);
 }
+
+TEST(Metrics, SshRelayFamiliesArePresentFromTheStart) {
+  const std::string before = kr::metrics::render({});
+  EXPECT_NE(before.find("kohakuriver_runner_vm_ssh_relay_connections_total{outcome=\"handshake_timeout\"} 0"),
+            std::string::npos)
+      << before;
+  EXPECT_NE(before.find("# TYPE kohakuriver_runner_vm_ssh_relay_open_connections gauge"), std::string::npos);
+  kr::metrics::ssh_relay_event("refused_per_source");
+  kr::metrics::ssh_relay_open_changed(+1);
+  kr::metrics::ssh_relay_open_changed(+1);
+  kr::metrics::ssh_relay_open_changed(-1);
+  const std::string after = kr::metrics::render({});
+  EXPECT_NE(after.find("kohakuriver_runner_vm_ssh_relay_connections_total{outcome=\"refused_per_source\"} 1"),
+            std::string::npos)
+      << after;
+  EXPECT_NE(after.find("kohakuriver_runner_vm_ssh_relay_open_connections 1"), std::string::npos) << after;
+}
