@@ -113,8 +113,11 @@ asio::awaitable<bool> HostLink::register_once() {
     }
     spdlog::info("Registered with host {}:{} as {} ({})", opts_.host_address, opts_.host_port, hostname_,
                  body["url"].get<std::string>());
-    if (on_registered_) on_registered_(reply, !registered_);
+    const bool initial = !registered_;
+    if (on_registered_) on_registered_(reply, initial);
     registered_ = true;
+    link_lost_ = false;
+    if (!initial && on_reconnected_) on_reconnected_();
     co_return true;
   } catch (const std::exception& e) {
     spdlog::warn("Registration with host failed: {}", e.what());
@@ -133,15 +136,22 @@ asio::awaitable<void> HostLink::heartbeat_once() {
                                         opts_.heartbeat_timeout);
     if (res.status == 404) {
       spdlog::warn("Host does not know this node (heartbeat 404); registering again");
-      co_await register_once();
+      if (!co_await register_once()) link_lost_ = true;
     } else if (!res.ok()) {
       spdlog::warn("Heartbeat rejected: HTTP {} {}", res.status, res.body.substr(0, 300));
+      link_lost_ = true;
     } else {
       last_heartbeat_ok_ = std::chrono::system_clock::now();
       spdlog::debug("Heartbeat sent ({} running)", body["running_tasks"].size());
+      if (link_lost_) {
+        link_lost_ = false;
+        spdlog::info("Host reachable again after failed heartbeats; re-reporting running work");
+        if (on_reconnected_) on_reconnected_();
+      }
     }
   } catch (const HostUnreachable& e) {
     spdlog::warn("Heartbeat failed: {}", e.what());
+    link_lost_ = true;
   }
 }
 

@@ -43,11 +43,16 @@ class HostLink {
  public:
   using RunningTasks = std::function<std::vector<int64_t>()>;
   using OnRegistered = std::function<void(const nlohmann::json& response, bool initial)>;
+  // The host answers again after it did not (failed heartbeats, then one
+  // that succeeded; or a re-registration). The host may have marked this
+  // node's work `lost` meanwhile, so the runner re-reports what still runs.
+  using OnReconnected = std::function<void()>;
 
   HostLink(boost::asio::any_io_executor ex, HostLinkOptions opts, NodeReporter& reporter,
            RunningTasks running_tasks);
 
   void set_on_registered(OnRegistered cb) { on_registered_ = std::move(cb); }
+  void set_on_reconnected(OnReconnected cb) { on_reconnected_ = std::move(cb); }
   void start();
   void stop();
   bool registered() const { return registered_; }
@@ -72,10 +77,12 @@ class HostLink {
   NodeReporter& reporter_;
   RunningTasks running_tasks_;
   OnRegistered on_registered_;
+  OnReconnected on_reconnected_;
   HostClient client_;
   StopSignal stop_;
   std::string hostname_;
   bool registered_ = false;
+  bool link_lost_ = false;  // a heartbeat failed since the last success
   std::optional<std::chrono::system_clock::time_point> last_heartbeat_ok_;
 };
 

@@ -205,6 +205,7 @@ int run_runner(cli::RunnerLaunch& launch) {
   vm_deps.hostname = link.hostname();
   vm::VmService vm_service(io.get_executor(), std::move(vm_deps));
   vps_manager.set_vm_backend(&vm_service);  // vps_backend "qemu" and vm-<id> records
+  link.set_on_reconnected([&vps_manager] { vps_manager.report_running_again(); });
   reporter.set_vm_gpu_reports([&vm_service] { return vm_service.gpu_reports(); });
   running_tasks = [&] {
     auto ids = task_manager.running_task_ids();

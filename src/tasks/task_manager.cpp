@@ -204,8 +204,10 @@ asio::awaitable<void> TaskManager::finish(TaskPtr task, std::optional<json> fina
       metrics::task_finished("task", (*final_report)["status"].get<std::string>());
     }
     tasks_.erase(id);
-    // Only now that the outcome is durable may the exit code disappear.
-    co_await remove_container_quietly(name);
+    // Only now that the outcome is durable may the exit code disappear. Until
+    // gone: a container that ended because dockerd is stopping cannot be
+    // removed before dockerd is back (issue 19: it was left behind).
+    co_await remove_container_until_gone(name);
     co_return;
   }
   // Killed: no report (upstream; the host recorded the kill itself). The

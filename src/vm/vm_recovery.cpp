@@ -205,4 +205,16 @@ asio::awaitable<void> VmService::recover() {
   }
 }
 
+// The host link came back: every launched VM still tracked is `running`
+// again at the host (which may have marked it `lost`).
+void VmService::report_running_again() {
+  for (const auto& [id, vm] : vms_) {
+    // Not one whose stop/kill/failure is recorded (its QEMU may still be ending).
+    if (!vm->launched || vm->busy || vm->gone || vm->ending || vm->restarting) continue;
+    json body = status_body(id, "running", std::nullopt, std::string("VM still running (host connection restored)"),
+                            vm->started_at, false);
+    asio::co_spawn(ex_, report(id, std::move(body), false), asio::detached);
+  }
+}
+
 }  // namespace kr::vm

@@ -113,6 +113,7 @@ class VmService : public vps::VmBackend {
   boost::asio::awaitable<api::HttpResponse> control(int64_t task_id, std::string action) override;
   bool owns(int64_t task_id) const override { return vms_.count(task_id) > 0; }
   std::vector<int64_t> running_ids() const override;
+  void report_running_again() override;  // vm_recovery.cpp
 
   // /ws/forward/vm-{id}/{port} (tunnel-overlay.md §2.3.3): the tunnel
   // hub's HubOptions::vm_forward.

@@ -45,6 +45,9 @@ class VmBackend {
   virtual bool owns(int64_t task_id) const = 0;
   // Listed in heartbeat running_tasks with the Docker VPS ids.
   virtual std::vector<int64_t> running_ids() const = 0;
+  // Reports every running VM as `running` again (the host came back and may
+  // have marked them `lost`).
+  virtual void report_running_again() = 0;
 };
 
 struct VpsManagerDeps {
@@ -73,6 +76,12 @@ class VpsManager {
   void start();
   void stop();
   void set_vm_backend(VmBackend* backend) { vm_ = backend; }
+  // After the host link came back (HostLink::OnReconnected): every live
+  // Docker VPS (and, through the backend, every running VM) is reported
+  // `running` again with its SSH port — upstream's host marks a node's work
+  // `lost` after missed heartbeats and accepts VPS `lost` -> `running`;
+  // upstream's runner re-reports only at its own start.
+  void report_running_again();
 
   // Route bodies.
   boost::asio::awaitable<api::HttpResponse> create(api::HttpRequest& req);
@@ -122,6 +131,7 @@ class VpsManager {
   boost::asio::awaitable<void> refresh_port(int64_t id);
   boost::asio::awaitable<void> container_destroyed(int64_t id);
   boost::asio::awaitable<void> adopt(int64_t id, std::string started_at, bool insert_row);
+  boost::asio::awaitable<void> rereport_running();
 
   boost::asio::any_io_executor ex_;
   VpsManagerDeps deps_;

@@ -223,6 +223,43 @@ asio::awaitable<void> VpsManager::adopt(int64_t id, std::string started_at, bool
   spdlog::info("VPS {} recovered (ssh port {})", id, port);
 }
 
+void VpsManager::report_running_again() {
+  asio::co_spawn(ex_, rereport_running(), [](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      spdlog::error("Re-reporting running VPS failed: {}", ex.what());
+    }
+  });
+  if (vm_) vm_->report_running_again();
+}
+
+asio::awaitable<void> VpsManager::rereport_running() {
+  std::vector<VpsPtr> live;
+  for (const auto& [id, v] : vps_)
+    if (v->ready && !v->busy && !v->killed) live.push_back(v);
+  for (const auto& v : live) {
+    // A container that died meanwhile is the event watch's to report.
+    try {
+      json info = co_await deps_.docker.inspect_container(vps_container_name(v->id));
+      if (!info.contains("State") || !info["State"].value("Running", false)) continue;
+      if (auto p = ssh_host_port(info)) v->ssh_port = *p;
+    } catch (const DockerError& e) {
+      spdlog::warn("VPS {}: not re-reported after reconnection: {}", v->id, e.message);
+      continue;
+    }
+    if (v->busy || v->killed || !vps_.count(v->id)) continue;  // changed while we waited
+    std::optional<int> port;
+    if (v->ssh_port) port = v->ssh_port;
+    co_await push(v->id,
+                  report(v->id, "running", std::nullopt, std::string("VPS still running (host connection restored)"),
+                         std::nullopt, false, port),
+                  false);
+    spdlog::info("VPS {} re-reported running after the host connection returned", v->id);
+  }
+}
+
 asio::awaitable<void> VpsManager::watch_events() {
   std::chrono::milliseconds backoff{500};
   bool first = true;

@@ -347,3 +347,28 @@ def test_package_manager_probed_only_when_sshd_is_missing(host, vps_runner, tmp_
     finally:
         cleanup_vps()
         docker("rmi", "-f", image, check=False)
+
+
+def test_running_vps_reported_again_when_the_host_link_returns(host, vps_runner):
+    """Upstream's host marks a node's VPS `lost` after missed heartbeats and
+    accepts `lost` -> `running`; the runner re-reports its live VPS once the
+    host answers again — after failed heartbeats and after a re-registration
+    (heartbeat 404) — not only at its own start (issue 19)."""
+    from fixture_host import Behaviour
+    runner = vps_runner()
+    t = tid()
+    create(runner, vps_body(t, "disabled", image=BUSYBOX))
+    assert running_report(host, t)["status"] == "running"
+
+    def runnings():
+        return [u for u in host.updates_for(t) if u["status"] == "running"]
+
+    for failing in (Behaviour(status=503), Behaviour(status=404)):
+        before = len(runnings())
+        host.behaviours["heartbeat"] = failing
+        host.wait_for("heartbeat", count=len(host.of_kind("heartbeat")) + 2, timeout=10)
+        del host.behaviours["heartbeat"]
+        wait_until(lambda: len(runnings()) > before, timeout=15, what=f"VPS re-reported after heartbeat {failing.status}")
+        assert runnings()[-1]["task_id"] == t
+    assert t in heartbeat_ids(host)
+    assert statuses(host, t).count("stopped") == 0, runner.output()[-2000:]
