@@ -58,11 +58,12 @@ TEST(ConfigDefaults, MatchUpstreamTable) {
 TEST(ConfigDefaults, KeyTableCoversEveryUpstreamKeyAndOurs) {
     auto names = kr::config::config_key_names();
     // 42 upstream keys + STATE_DIR + DOCKER_SOCKET + 9 VM_* of ours + DOCKER_REGISTRY_REFRESH_TIMEOUT
-    // + API_ALLOWED_CLIENTS, METRICS_ALLOWED_CLIENTS
-    EXPECT_EQ(names.size(), 56u);
+    // + API_ALLOWED_CLIENTS, METRICS_ALLOWED_CLIENTS, MAX_BUFFERED_REQUEST_BYTES
+    EXPECT_EQ(names.size(), 57u);
     for (std::string key : {"RUNNER_BIND_IP", "OVERLAY_MTU", "VM_ACS_OVERRIDE", "STATE_DIR", "DOCKER_SOCKET",
                             "VM_POWERDOWN_TIMEOUT_SECONDS",
-                            "DOCKER_REGISTRY_REFRESH_TIMEOUT", "API_ALLOWED_CLIENTS", "METRICS_ALLOWED_CLIENTS"})
+                            "DOCKER_REGISTRY_REFRESH_TIMEOUT", "API_ALLOWED_CLIENTS", "METRICS_ALLOWED_CLIENTS",
+                            "MAX_BUFFERED_REQUEST_BYTES"})
         EXPECT_NE(std::find(names.begin(), names.end(), key), names.end()) << key;
 }
 
