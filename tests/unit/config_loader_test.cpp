@@ -256,3 +256,10 @@ TEST(ConfigHelpers, Ipv4Literal) {
     EXPECT_EQ(kr::config::log_level_from_string("Info"), LogLevel::Info);
     EXPECT_FALSE(kr::config::log_level_from_string("verbose").has_value());
 }
+
+TEST(ConfigKeys, BindAnyIpv6AndBodyBudget) {
+    auto r = parse_config_text("RUNNER_BIND_IP = '::'\nMAX_BUFFERED_REQUEST_BYTES = 67108864\n", "t.py");
+    EXPECT_EQ(r.config.runner_bind_ip, "::");
+    EXPECT_EQ(r.config.max_buffered_request_bytes, 64 * 1024 * 1024);
+    EXPECT_EQ(RunnerConfig{}.max_buffered_request_bytes, 256 * 1024 * 1024);
+}
