@@ -143,6 +143,15 @@ st, rep = api("POST", f"/api/fs/{tid}/write", {"path": "/tmp/interop dir/blob.bi
 print("fs write 3 MiB:", st, rep)
 st, rep = api("GET", f"/api/fs/{tid}/read?path=/tmp/interop%20dir/blob.bin&encoding=base64")
 print("fs read back:  ", st, "byte-exact" if base64.b64decode(rep["content"]) == data else "DIFFERENT", rep["size"])
+# The documented 50 MiB limit, exactly, and one byte over (issue 16 item 6).
+big = os.urandom(50 * 1024 * 1024)
+st, rep = api("POST", f"/api/fs/{tid}/write", {"path": "/tmp/interop dir/max.bin",
+              "content": base64.b64encode(big).decode(), "encoding": "base64"})
+print("fs write 50 MiB:", st, rep)
+st, rep = api("POST", f"/api/fs/{tid}/write", {"path": "/tmp/interop dir/over.bin",
+              "content": base64.b64encode(big + b"x").decode(), "encoding": "base64"})
+print("fs write +1 B: ", st, rep)
+del big
 st, rep = api("GET", f"/api/fs/{tid}/list?path=/tmp/interop%20dir")
 print("fs list:       ", st, [(e["name"], e["size"]) for e in rep["entries"]])
 st, rep = api("GET", f"/api/fs/{tid}/stat?path=//proc/self/environ")

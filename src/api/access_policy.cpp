@@ -47,12 +47,55 @@ EndpointClass classify_endpoint(std::string_view method, std::string_view path) 
   return EndpointClass::Control;
 }
 
-AccessDecision decide_access(const AccessRules& rules, const std::optional<net::IpAddress>& caller,
-                             EndpointClass endpoint) {
+bool is_runner_bridge(const net::NetInterface& iface, const std::vector<std::string>& bridge_names,
+                      const std::vector<WorkloadNetwork>& networks) {
+  if (std::find(bridge_names.begin(), bridge_names.end(), iface.name) != bridge_names.end()) return true;
+  for (const auto& a : iface.addresses) {
+    if (a.address.v6) continue;
+    for (const auto& w : networks)
+      if (!w.network.base.v6 && w.network.contains(a.address)) return true;
+  }
+  return false;
+}
+
+std::optional<WorkloadNetwork> arrival_network(const Caller& caller, const std::vector<net::NetInterface>& interfaces,
+                                               const std::vector<std::string>& bridge_names,
+                                               const std::vector<WorkloadNetwork>& networks) {
+  if (!caller.address) return std::nullopt;
+  const net::IpAddress& peer = *caller.address;
+  const bool link_local = net::is_link_local(peer);
+  for (const auto& iface : interfaces) {
+    if (!is_runner_bridge(iface, bridge_names, networks)) continue;
+    const std::string where = iface.name + " (a runner bridge)";
+    // fe80::/64 is on every interface: only the peer's scope tells which.
+    if (link_local) {
+      if (caller.scope_id != 0 && iface.index == caller.scope_id)
+        return WorkloadNetwork{*net::parse_network("fe80::/10"), "link-local address on " + where};
+      continue;
+    }
+    for (const auto& a : iface.addresses) {
+      if (a.address.v6 && !net::is_link_local(a.address) && a.network().contains(peer))
+        return WorkloadNetwork{a.network(), "IPv6 prefix on " + where};
+      if (caller.local && a.address == *caller.local)
+        return WorkloadNetwork{net::IpNetwork{a.address, a.address.v6 ? 128 : 32},
+                               "a connection to the address of " + where};
+    }
+  }
+  return std::nullopt;
+}
+
+AccessDecision decide_access(const AccessRules& rules, const Caller& who, EndpointClass endpoint,
+                             const std::vector<net::NetInterface>& interfaces) {
   if (endpoint == EndpointClass::Health) return {};
+  const std::optional<net::IpAddress>& caller = who.address;
   if (caller && net::is_loopback(*caller)) return {};
   if (caller) {
-    if (const WorkloadNetwork* w = workload_match(rules, *caller)) {
+    std::optional<WorkloadNetwork> w;
+    if (const WorkloadNetwork* m = workload_match(rules, *caller))
+      w = *m;
+    else
+      w = arrival_network(who, interfaces, rules.bridge_names, rules.workload_networks);
+    if (w) {
       if (endpoint == EndpointClass::Tunnel || endpoint == EndpointClass::VmAgent) return {};
       return {false, "Forbidden: containers and VMs cannot use the runner's control API",
               "the caller is on a container/VM network (" + w->network.to_string() + " from " + w->source +
@@ -86,9 +129,35 @@ bool AccessPolicy::add_workload_networks(const std::vector<WorkloadNetwork>& net
   return added;
 }
 
+void AccessPolicy::add_bridge_name(const std::string& name) {
+  if (name.empty() ||
+      std::find(rules_.bridge_names.begin(), rules_.bridge_names.end(), name) != rules_.bridge_names.end())
+    return;
+  rules_.bridge_names.push_back(name);
+  spdlog::info("Source-address policy: connections arriving on {} come from containers/VMs", name);
+}
+
+const std::vector<net::NetInterface>& AccessPolicy::interfaces() {
+  // Bridges appear later (the VM bridge at the first VM, kohakuriver-net
+  // when Docker creates it): re-read, but not for every request.
+  const auto now = std::chrono::steady_clock::now();
+  if (interfaces_read_ == std::chrono::steady_clock::time_point{} || now - interfaces_read_ >= std::chrono::seconds(2)) {
+    interfaces_ = interface_source_ ? interface_source_() : net::list_interfaces();
+    interfaces_read_ = now;
+  }
+  return interfaces_;
+}
+
 std::optional<HttpResponse> AccessPolicy::check(const HttpRequest& req) {
   const auto caller = net::parse_ip(req.remote_ip);
-  const auto decision = decide_access(rules_, caller, classify_endpoint(req.method, req.path));
+  const Caller arrival{caller, req.remote_scope_id, net::parse_ip(req.local_ip)};
+  const auto endpoint = classify_endpoint(req.method, req.path);
+  // Interfaces only matter for a caller that is neither loopback nor on a
+  // configured container/VM network.
+  static const std::vector<net::NetInterface> kNone;
+  const bool by_arrival = endpoint != EndpointClass::Health && caller && !net::is_loopback(*caller) &&
+                          !workload_match(rules_, *caller);
+  const auto decision = decide_access(rules_, arrival, endpoint, by_arrival ? interfaces() : kNone);
   if (decision.allowed) return std::nullopt;
   // Once per address: a looping client must not flood the log. The set is
   // bounded; past the bound, refusals are only counted at debug level.
@@ -107,6 +176,12 @@ std::vector<std::string> AccessPolicy::describe() const {
     nets += (nets.empty() ? "" : ", ") + w.network.to_string() + " (" + w.source + ")";
   out.push_back("container/VM networks (only /healthz, their tunnel and VM agent endpoints): " +
                 (nets.empty() ? std::string("none") : nets));
+  std::string bridges;
+  for (const auto& b : rules_.bridge_names) bridges += (bridges.empty() ? "" : ", ") + b;
+  out.push_back("connections arriving on the runner's bridges count as containers/VMs (IPv6 link-local by "
+                "interface, the bridges' IPv6 prefixes, their addresses): " +
+                (bridges.empty() ? std::string("bridges found by their IPv4 networks") : bridges +
+                                                                                   " and bridges found by their IPv4 networks"));
   auto list = [](const std::vector<net::IpNetwork>& l) {
     std::string s;
     for (const auto& n : l) s += (s.empty() ? "" : ", ") + n.to_string();

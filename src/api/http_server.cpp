@@ -17,8 +17,8 @@
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 
+#include "api/body_budget.hpp"
 #include "api/limits.hpp"
-
 #include "api/ws_upgrade.hpp"
 
 namespace kr::api {
@@ -62,6 +62,36 @@ bool ascii_iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
+// An address as the policy and the logs see it: no "%scope" suffix (the
+// scope travels separately), IPv4-mapped IPv6 as IPv4.
+std::string address_text(asio::ip::address a) {
+  if (a.is_v6()) {
+    auto v6 = a.to_v6();
+    v6.scope_id(0);
+    return normalize_address(v6.to_string());
+  }
+  return a.to_string();
+}
+
+struct Peer {
+  std::string remote;
+  std::uint32_t scope_id = 0;
+  std::string local;
+};
+
+Peer peer_of(tcp::socket& sock) {
+  Peer p;
+  boost::system::error_code ec;
+  auto ep = sock.remote_endpoint(ec);
+  if (!ec) {
+    p.remote = address_text(ep.address());
+    if (ep.address().is_v6()) p.scope_id = static_cast<std::uint32_t>(ep.address().to_v6().scope_id());
+  }
+  auto local = sock.local_endpoint(ec);
+  if (!ec) p.local = address_text(local.address());
+  return p;
+}
+
 // Errors that mean "the client went away or was too slow", not "the client
 // sent something malformed".
 bool is_disconnect(const boost::system::error_code& ec) {
@@ -79,12 +109,14 @@ struct HttpServer::Impl {
   HttpServer::Gate gate;
   bool stopping = false;
   ConnectionLimiter limiter;
+  BodyBudget body_budget;
   std::set<std::string> privileged;  // normalised IP literals
   std::size_t refused_since_log = 0;
   std::chrono::steady_clock::time_point last_refusal_log{};
 
   Impl(asio::io_context& io_, const Router& r, HttpServerOptions o)
-      : io(io_), router(r), options(std::move(o)), acceptor(io_), limiter(fit_to_fd_limit(options.connections)) {}
+      : io(io_), router(r), options(std::move(o)), acceptor(io_), limiter(fit_to_fd_limit(options.connections)),
+        body_budget(options.max_buffered_body_bytes) {}
 
   bool is_privileged(const std::string& address) const {
     return is_loopback_address(address) || privileged.count(address) > 0;
@@ -122,16 +154,13 @@ struct HttpServer::Impl {
         spdlog::warn("accept failed: {}", ec.message());
         continue;
       }
-      std::string remote;
-      boost::system::error_code rec;
-      auto ep = sock.remote_endpoint(rec);
-      if (!rec) remote = normalize_address(ep.address().to_string());
-      auto slot = limiter.try_acquire(remote, is_privileged(remote));
+      Peer peer = peer_of(sock);
+      auto slot = limiter.try_acquire(peer.remote, is_privileged(peer.remote));
       if (!slot) {
-        refuse(sock, remote);
+        refuse(sock, peer.remote);
         continue;
       }
-      asio::co_spawn(io, session(std::move(sock), std::move(slot), remote), asio::detached);
+      asio::co_spawn(io, session(std::move(sock), std::move(slot), std::move(peer)), asio::detached);
     }
   }
 
@@ -157,8 +186,9 @@ struct HttpServer::Impl {
     }
   }
 
-  // Takes the body over (a file write's body is tens of MB: no copy).
-  static HttpRequest to_request(http::request<http::string_body>& req, const std::string& remote) {
+  // From the header alone (the body is moved in once it is read: a file
+  // write's body is tens of MB, no copy).
+  static HttpRequest to_request(const http::request<http::string_body>& req, const Peer& peer) {
     HttpRequest r;
     r.method = std::string(req.method_string());
     r.target = std::string(req.target());
@@ -169,23 +199,28 @@ struct HttpServer::Impl {
     r.query_params = parse_query(r.query);
     r.host_header = std::string(req[http::field::host]);
     r.content_type = std::string(req[http::field::content_type]);
-    r.body = std::move(req.body());
-    r.remote_ip = remote;
+    r.remote_ip = peer.remote;
+    r.remote_scope_id = peer.scope_id;
+    r.local_ip = peer.local;
     return r;
   }
 
-  static std::uint64_t route_body_limit(const Router& router, const http::request<http::string_body>& req) {
-    std::string target(req.target());
-    return router.body_limit(std::string(req.method_string()), percent_decode(target.substr(0, target.find('?')), false));
+  HttpResponse no_room_for_body() const {
+    return HttpResponse::detail(503, "Service Unavailable: the runner already holds its limit of " +
+                                         std::to_string(body_budget.capacity()) +
+                                         " bytes of request bodies (MAX_BUFFERED_REQUEST_BYTES); try again later");
   }
 
-  static HttpResponse too_large(std::uint64_t limit) {
-    return HttpResponse::detail(413, "Request body too large: this route accepts at most " + std::to_string(limit) +
-                                         " bytes");
+  // An early answer that ends the connection: the body (if any) is never
+  // read, only drained and dropped for a short while.
+  asio::awaitable<void> answer_and_close(beast::tcp_stream& stream, HttpResponse res, unsigned version,
+                                         bool body_pending) {
+    const bool written = co_await write_response(stream, std::move(res), version, false);
+    if (written && body_pending) co_await linger(stream);
   }
 
   // `slot` is held for the connection's life (see ConnectionLimiter).
-  asio::awaitable<void> session(tcp::socket sock, ConnectionLimiter::Slot slot, std::string remote) {
+  asio::awaitable<void> session(tcp::socket sock, ConnectionLimiter::Slot slot, Peer peer) {
     beast::tcp_stream stream(std::move(sock));
     auto it = open.insert(open.end(), &stream);
     beast::flat_buffer buffer;
@@ -205,27 +240,48 @@ struct HttpServer::Impl {
         if (!is_disconnect(hec)) co_await write_simple(stream, 400, "Invalid HTTP request received.");
         break;
       }
-      const std::uint64_t limit = route_body_limit(router, parser.get());
-      if (auto len = parser.content_length(); len && *len > limit) {
-        co_await write_response(stream, too_large(limit), parser.get().version(), false);
-        co_await linger(stream);
+      const unsigned version = parser.get().version();
+      HttpRequest hreq = to_request(parser.get(), peer);
+      // The source-address policy first, from the header alone: a refused
+      // caller's body is never read (issue 16 item 2), and a refused
+      // WebSocket upgrade gets the plain 403 (a rejected handshake).
+      if (gate) {
+        if (auto refused = gate(hreq)) {
+          co_await answer_and_close(stream, std::move(*refused), version, !parser.is_done());
+          break;
+        }
+      }
+      const Router::BodyRule rule = router.body_rule(hreq.method, hreq.path);
+      const auto announced = parser.content_length();
+      if (announced && *announced > rule.limit) {
+        co_await answer_and_close(stream, HttpResponse::detail(413, rule.too_large_detail), version, true);
         break;
       }
-      parser.body_limit(limit);
+      parser.body_limit(rule.limit);
+      BodyBudget::Lease body_lease;
       if (!parser.is_done()) {
-        if (ascii_iequals(parser.get()[http::field::expect], "100-continue") && parser.get().version() >= 11) {
+        // Room for the whole body before any of it is read (a chunked body
+        // counts as its route's limit).
+        body_lease = co_await body_budget.acquire(announced.value_or(rule.limit), limits::kBufferedBodyWait);
+        if (!body_lease) {
+          spdlog::warn("{} {} from {}: no room for its {} byte body ({} of {} bytes held); answered 503",
+                       hreq.method, hreq.path, peer.remote, announced.value_or(rule.limit), body_budget.in_use(),
+                       body_budget.capacity());
+          co_await answer_and_close(stream, no_room_for_body(), version, true);
+          break;
+        }
+        if (ascii_iequals(parser.get()[http::field::expect], "100-continue") && version >= 11) {
           static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
           stream.expires_after(limits::kWriteTimeout);
           auto [cec, cn] = co_await asio::async_write(stream, asio::buffer(kContinue), use_nothrow);
           if (cec) break;
         }
-        const auto expected = parser.content_length().value_or(limit);
+        const auto expected = announced.value_or(rule.limit);
         stream.expires_after(limits::kBodyTimeoutBase +
                              std::chrono::seconds(expected / limits::kMinBodyBytesPerSecond));
         auto [bec, bn] = co_await http::async_read(stream, buffer, parser, use_nothrow);
         if (bec == http::error::body_limit) {
-          co_await write_response(stream, too_large(limit), parser.get().version(), false);
-          co_await linger(stream);
+          co_await answer_and_close(stream, HttpResponse::detail(413, rule.too_large_detail), version, true);
           break;
         }
         if (bec) {
@@ -235,27 +291,22 @@ struct HttpServer::Impl {
       }
       stream.expires_never();
       auto& req = parser.get();
-      HttpRequest hreq = to_request(req, remote);
-      // The source-address policy first: a refused WebSocket upgrade gets
-      // the plain 403 (the client sees a rejected handshake).
-      std::optional<HttpResponse> refused;
-      if (gate) refused = gate(hreq);
-      if (!refused && beast::websocket::is_upgrade(req)) {
+      hreq.body = std::move(req.body());
+      if (beast::websocket::is_upgrade(req)) {
         // WebSocket routes (api/websocket.hpp) take the connection over.
         if (const WsRoute* ws = router.match_websocket(hreq.path, hreq.path_params)) {
+          body_lease.reset();
           co_await detail::serve_websocket(std::move(stream), parser.release(), std::move(hreq), *ws, *it);
           open.erase(it);
           co_return;
         }
       }
-      HttpResponse hres;
-      if (refused)
-        hres = std::move(*refused);
-      else
-        hres = co_await router.dispatch(hreq);
+      HttpResponse hres = co_await router.dispatch(hreq);
       bool keep = req.keep_alive() && !stopping;
-      spdlog::debug("{} {} {} -> {}", remote, hreq.method, hreq.target, hres.status);
-      const bool written = co_await write_response(stream, std::move(hres), req.version(), keep);
+      spdlog::debug("{} {} {} -> {}", peer.remote, hreq.method, hreq.target, hres.status);
+      hreq.body = {};
+      body_lease.reset();
+      const bool written = co_await write_response(stream, std::move(hres), version, keep);
       if (!written || !keep) break;
     }
     boost::system::error_code ignored;

@@ -1,6 +1,7 @@
 #pragma once
 // Transport-neutral request/response types so routes and their tests never
 // include Beast (which is compiled in exactly one translation unit).
+#include <cstdint>
 #include <map>
 #include <string>
 #include <utility>
@@ -20,7 +21,11 @@ struct HttpRequest {
   std::string host_header;
   std::string content_type;
   std::string body;
-  std::string remote_ip;
+  std::string remote_ip;  // without a "%scope" suffix; IPv4-mapped IPv6 as IPv4
+  // Where the connection arrived: the peer's IPv6 scope (the interface
+  // index of a link-local peer, else 0) and the local address it reached.
+  std::uint32_t remote_scope_id = 0;
+  std::string local_ip;
 };
 
 struct HttpResponse {

@@ -4,8 +4,25 @@
 
 namespace kr::api {
 
-void Router::add(std::string method, std::string pattern, RouteHandler handler, std::uint64_t body_limit) {
-  routes_.push_back(Route{std::move(method), split(pattern), std::move(handler), body_limit});
+void Router::add(std::string method, std::string pattern, RouteHandler handler, std::uint64_t body_limit,
+                 std::string too_large_detail) {
+  routes_.push_back(
+      Route{std::move(method), split(pattern), std::move(handler), body_limit, std::move(too_large_detail)});
+}
+
+Router::BodyRule Router::body_rule(const std::string& method, const std::string& path) const {
+  BodyRule rule;
+  auto segs = split(path);
+  for (const auto& r : routes_) {
+    if (r.method != method || !match_segments(r, segs, nullptr)) continue;
+    rule.limit = r.body_limit;
+    rule.too_large_detail = r.too_large_detail;
+    break;
+  }
+  if (rule.too_large_detail.empty())
+    rule.too_large_detail =
+        "Request body too large: this route accepts at most " + std::to_string(rule.limit) + " bytes";
+  return rule;
 }
 
 std::uint64_t Router::body_limit(const std::string& method, const std::string& path) const {

@@ -21,12 +21,19 @@ class Router {
   // `pattern` segments like "{task_id}" capture one path segment.
   // `body_limit`: the largest request body this route reads (413 beyond);
   // the filesystem API passes limits::kFilesystemBody.
+  // `too_large_detail`: the 413's detail when a body is over the limit
+  // (empty: "Request body too large: this route accepts at most N bytes").
   void add(std::string method, std::string pattern, RouteHandler handler,
-           std::uint64_t body_limit = limits::kDefaultBody);
+           std::uint64_t body_limit = limits::kDefaultBody, std::string too_large_detail = {});
 
   // Body limit for a request, known from its header alone: the matched
   // route's, else limits::kDefaultBody (404/405/307 answers).
   std::uint64_t body_limit(const std::string& method, const std::string& path) const;
+  struct BodyRule {
+    std::uint64_t limit = limits::kDefaultBody;
+    std::string too_large_detail;  // never empty
+  };
+  BodyRule body_rule(const std::string& method, const std::string& path) const;
 
   struct Match {
     enum class Kind { Found, NotFound, MethodNotAllowed, RedirectSlash } kind = Kind::NotFound;
@@ -54,6 +61,7 @@ class Router {
     std::vector<std::string> segments;
     RouteHandler handler;
     std::uint64_t body_limit = limits::kDefaultBody;
+    std::string too_large_detail;
   };
   static std::vector<std::string> split(const std::string& path);
   static bool match_segments(const Route& r, const std::vector<std::string>& segs,

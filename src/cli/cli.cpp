@@ -50,8 +50,8 @@ struct RunnerFlags {
             ->type_name("PATH");
         CLI::Validator ipv4(
             [](std::string& s) {
-                return config::is_ipv4_literal(s) ? std::string()
-                                                  : "expected an IPv4 address such as 0.0.0.0, got '" + s + "'";
+                return config::is_bind_address(s) ? std::string()
+                                                  : "expected an IPv4 address such as 0.0.0.0, or ::, got '" + s + "'";
             },
             "IPv4", "IPv4");
         bind = app.add_option("--bind", values.bind, "Listen address; overrides RUNNER_BIND_IP")

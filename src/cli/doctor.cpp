@@ -240,21 +240,33 @@ CheckResult check_host(const config::RunnerConfig& cfg) {
 }
 
 CheckResult check_port(const config::RunnerConfig& cfg) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(cfg.runner_port));
-  inet_pton(AF_INET, cfg.runner_bind_ip.c_str(), &a.sin_addr);
+  const bool v6 = cfg.runner_bind_ip == "::";
+  int fd = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  if (v6) {
+    auto* a6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons(static_cast<uint16_t>(cfg.runner_port));
+    a6->sin6_addr = in6addr_any;
+    len = sizeof *a6;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    a->sin_port = htons(static_cast<uint16_t>(cfg.runner_port));
+    inet_pton(AF_INET, cfg.runner_bind_ip.c_str(), &a->sin_addr);
+    len = sizeof *a;
+  }
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&ss), len);
   int e = errno;
   ::close(fd);
   const std::string where = cfg.runner_bind_ip + ":" + std::to_string(cfg.runner_port);
   if (rc == 0) return ok("port", where + " is free");
   if (e == EADDRINUSE) {
     // Our own runner already running there is fine.
-    std::string probe = cfg.runner_bind_ip == "0.0.0.0" ? "127.0.0.1" : cfg.runner_bind_ip;
+    std::string probe = cfg.runner_bind_ip == "0.0.0.0" || v6 ? "127.0.0.1" : cfg.runner_bind_ip;
     if (tcp_connect(probe, cfg.runner_port, std::chrono::seconds(1)).empty())
       return warn("port", where + " is in use (a runner already running there?)",
                   "stop the other program, or set RUNNER_PORT; ignore if it is this node's runner service");

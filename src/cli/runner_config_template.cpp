@@ -49,6 +49,10 @@ API_ALLOWED_CLIENTS: list[str] = []
 # Who may scrape /metrics; empty = the same clients as API_ALLOWED_CLIENTS
 METRICS_ALLOWED_CLIENTS: list[str] = []
 
+# Request bodies held in memory at once, over all connections (bytes); a
+# request that does not fit waits up to 10 s for room, then gets 503
+MAX_BUFFERED_REQUEST_BYTES: int = 268435456
+
 # =============================================================================
 # Paths
 # =============================================================================

@@ -30,6 +30,8 @@ std::optional<LogLevel> log_level_from_string(std::string_view text) {
     return std::nullopt;
 }
 
+bool is_bind_address(std::string_view text) { return text == "::" || is_ipv4_literal(text); }
+
 bool is_ipv4_literal(std::string_view text) {
     int parts = 0;
     std::size_t i = 0;

@@ -25,6 +25,8 @@ std::optional<LogLevel> log_level_from_string(std::string_view text);
 // The registration url must carry an IPv4 literal (decision D4), so the bind
 // address is held to that form wherever it is configured.
 bool is_ipv4_literal(std::string_view text);
+// RUNNER_BIND_IP: an IPv4 literal, or "::" (every IPv6 and IPv4 address).
+bool is_bind_address(std::string_view text);
 
 // One member per configuration key; the member is the key in snake_case and
 // its initialiser is upstream's default (protocol.md §4.1).
@@ -127,6 +129,10 @@ struct RunnerConfig {
     // empty. Containers and VMs are kept off the control API regardless.
     std::vector<std::string> api_allowed_clients;
     std::vector<std::string> metrics_allowed_clients;
+    // All HTTP request bodies held in memory at once, over every
+    // connection (issue 16 item 2); a body that does not fit waits up to
+    // 10 s for room, then gets 503.
+    int max_buffered_request_bytes = 256 * 1024 * 1024;
 
     // CONTAINER_TAR_DIR, or <SHARED_DIR>/kohakuriver-containers when empty.
     std::string tar_dir() const;

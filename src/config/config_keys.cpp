@@ -25,7 +25,7 @@ struct KeySpec {
     // that could only crash or misbehave later (port 0, a zero heartbeat).
     std::int64_t min = kIntMin;
     std::int64_t max = kIntMax;
-    bool ipv4 = false;  // str key that must hold an IPv4 literal
+    bool bind_address = false;  // str key that must hold an IPv4 literal or "::"
     std::vector<std::string_view> choices = {};  // str key limited to these values
     bool ip_networks = false;  // list key whose items are addresses or CIDRs
 };
@@ -94,6 +94,8 @@ const std::vector<KeySpec>& key_table() {
         {"DOCKER_REGISTRY_REFRESH_TIMEOUT", &C::docker_registry_refresh_timeout, 1},
         {.name = "API_ALLOWED_CLIENTS", .member = &C::api_allowed_clients, .ip_networks = true},
         {.name = "METRICS_ALLOWED_CLIENTS", .member = &C::metrics_allowed_clients, .ip_networks = true},
+        // At least one large control body (a task create's 8 MiB).
+        {"MAX_BUFFERED_REQUEST_BYTES", &C::max_buffered_request_bytes, 8 * 1024 * 1024},
     };
     return table;
 }
@@ -105,8 +107,9 @@ public:
 
     void operator()(std::string RunnerConfig::*m) {
         if (v_.kind != Value::Kind::Str) mismatch("a str");
-        if (spec_.ipv4 && !is_ipv4_literal(v_.s))
-            fail(v_.line, key() + " expects an IPv4 address such as \"0.0.0.0\", got " + py::describe(v_));
+        if (spec_.bind_address && !is_bind_address(v_.s))
+            fail(v_.line, key() + " expects an IPv4 address such as \"0.0.0.0\", or \"::\" (all IPv6 and IPv4 "
+                              "addresses), got " + py::describe(v_));
         if (!spec_.choices.empty() &&
             std::find(spec_.choices.begin(), spec_.choices.end(), std::string_view(v_.s)) == spec_.choices.end()) {
             std::string allowed;

@@ -178,8 +178,14 @@ FsService::FsService(docker::DockerClient& docker, store::StateStore& store, std
 void FsService::add_routes(api::Router& r) {
   r.add("GET", "/api/fs/{task_id}/list", [this](HttpRequest& q) { return guarded(q, kList); });
   r.add("GET", "/api/fs/{task_id}/read", [this](HttpRequest& q) { return guarded(q, kRead); });
+  // 50 MiB files, base64 or escaped text inside JSON (api/limits.hpp); a
+  // body no permitted file needs is refused from its header, in file bytes.
+  static_assert(static_cast<std::uint64_t>(kMaxWriteBytes) == api::limits::kFsWriteFileBytes);
   r.add("POST", "/api/fs/{task_id}/write", [this](HttpRequest& q) { return guarded(q, kWrite); },
-        api::limits::kFilesystemBody);  // 50 MB files, base64 in JSON
+        api::limits::kFilesystemBody,
+        "Request body too large: files of at most " + std::to_string(kMaxWriteBytes) +
+            " bytes can be written, and no such file needs a request body over " +
+            std::to_string(api::limits::kFilesystemBody) + " bytes");
   r.add("POST", "/api/fs/{task_id}/mkdir", [this](HttpRequest& q) { return guarded(q, kMkdir); });
   r.add("POST", "/api/fs/{task_id}/rename", [this](HttpRequest& q) { return guarded(q, kRename); });
   r.add("DELETE", "/api/fs/{task_id}/delete", [this](HttpRequest& q) { return guarded(q, kDelete); });

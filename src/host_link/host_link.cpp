@@ -54,7 +54,7 @@ std::chrono::seconds HostLink::registration_backoff(int attempt) {
 
 asio::awaitable<std::string> HostLink::runner_url() {
   std::string ip = opts_.bind_ip;
-  if (ip == "0.0.0.0") {
+  if (ip == "0.0.0.0" || ip == "::") {
     // The address the kernel would use to reach the host: connect() on a
     // UDP socket picks a source address without sending a packet.
     ip = "127.0.0.1";

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "overlay/plan.hpp"
+
 namespace kr::runner {
 
 namespace {
@@ -26,9 +28,22 @@ api::AccessRules access_rules_from_config(const config::RunnerConfig& cfg) {
     auto second = first == std::string::npos ? std::string::npos : s.find('/', first + 1);
     add_configured(rules.workload_networks, s.substr(0, second), "OVERLAY_SUBNET");
   }
+  if (!cfg.vm_bridge_name.empty()) rules.bridge_names.push_back(cfg.vm_bridge_name);
+  if (cfg.overlay_enabled) rules.bridge_names.push_back(overlay::kBridgeName);
   rules.api_allowed = api::parse_client_list(cfg.api_allowed_clients, "API_ALLOWED_CLIENTS");
   rules.metrics_allowed = api::parse_client_list(cfg.metrics_allowed_clients, "METRICS_ALLOWED_CLIENTS");
   return rules;
+}
+
+std::string bridge_interface(const nlohmann::json& inspect) {
+  if (!inspect.is_object() || inspect.value("Driver", "") != "bridge") return {};
+  if (auto o = inspect.find("Options"); o != inspect.end() && o->is_object()) {
+    auto name = o->find("com.docker.network.bridge.name");
+    if (name != o->end() && name->is_string() && !name->get<std::string>().empty()) return name->get<std::string>();
+  }
+  // Docker's default name for a user-defined bridge network.
+  const std::string id = inspect.value("Id", "");
+  return id.size() >= 12 ? "br-" + id.substr(0, 12) : std::string();
 }
 
 std::vector<api::WorkloadNetwork> ipam_networks(const nlohmann::json& inspect, const std::string& source) {
@@ -53,7 +68,10 @@ boost::asio::awaitable<void> follow_docker_networks(docker::DockerClient& docker
     for (const auto& name : names) {
       try {
         auto info = co_await docker.inspect_network(name, std::chrono::seconds(10));
-        if (info) policy.add_workload_networks(ipam_networks(*info, "Docker network " + name));
+        if (info) {
+          policy.add_workload_networks(ipam_networks(*info, "Docker network " + name));
+          policy.add_bridge_name(bridge_interface(*info));
+        }
       } catch (const std::exception& e) {
         spdlog::debug("Source-address policy: cannot inspect Docker network {}: {}", name, e.what());
       }

@@ -20,6 +20,10 @@ namespace kr::runner {
 // config loader). Throws std::invalid_argument on an unusable list entry.
 api::AccessRules access_rules_from_config(const config::RunnerConfig& cfg);
 
+// The bridge interface of a `GET /networks/{name}` answer of a bridge
+// network ("br-<id[:12]>" unless named by an option); "" for other drivers.
+std::string bridge_interface(const nlohmann::json& network_inspect);
+
 // IPAM.Config[].Subnet of a `GET /networks/{name}` answer.
 std::vector<api::WorkloadNetwork> ipam_networks(const nlohmann::json& network_inspect, const std::string& source);
 

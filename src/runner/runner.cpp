@@ -261,6 +261,7 @@ int run_runner(cli::RunnerLaunch& launch) {
 
   api::HttpServerOptions server_opts;
   server_opts.privileged_sources = {cfg.host_address};  // the host keeps reserved connections
+  server_opts.max_buffered_body_bytes = static_cast<std::uint64_t>(cfg.max_buffered_request_bytes);
   api::HttpServer server(io, router, server_opts);
   server.set_gate([&access](const api::HttpRequest& req) { return access.check(req); });
   std::optional<Watchdog> watchdog;

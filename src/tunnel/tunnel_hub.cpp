@@ -9,6 +9,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include "common/log_rate_limiter.hpp"
 #include "tunnel/id_allocator.hpp"
 #include "tunnel/relay_rules.hpp"
 
@@ -92,6 +93,9 @@ struct TunnelHub::Impl {
   std::size_t forwards = 0;
   bool stopping = false;
   std::vector<api::WebSocket*> open_sockets;
+  // Lines a tenant can trigger at will (malformed frames, refused tunnel
+  // connections): rate-limited per source (issue 16 item 7).
+  common::LogRateLimiter tenant_log;
 
   void track(api::WebSocket* ws) { open_sockets.push_back(ws); }
   void untrack(api::WebSocket* ws) { std::erase(open_sockets, ws); }
@@ -137,7 +141,9 @@ struct TunnelHub::Impl {
     if (kind == FromContainer::Ignore) co_return;
     auto h = parse_header(message);
     if (kind == FromContainer::Drop) {
-      spdlog::warn("tunnel {}: dropping {} (0x{:02x}) from the container", t.container_id, type_name(h->type), h->type);
+      if (auto n = tenant_log.admit("tunnel " + t.container_id))
+        spdlog::warn("tunnel {}: dropping {} (0x{:02x}) from the container{}", t.container_id, type_name(h->type),
+                     h->type, common::LogRateLimiter::suppressed_note(*n));
       co_return;
     }
     auto it = t.routes.find(h->client_id);
@@ -187,8 +193,10 @@ struct TunnelHub::Impl {
     }
     for (auto& a : addrs)
       if (normalize_ip(a) == remote) co_return true;
-    spdlog::warn("tunnel {}: refused: connection from {} is not from that container (its addresses: {})", container_id,
-                 remote, addrs.empty() ? std::string("none") : fmt::format("{}", fmt::join(addrs, ", ")));
+    if (auto n = tenant_log.admit(remote))
+      spdlog::warn("tunnel {}: refused: connection from {} is not from that container (its addresses: {}){}",
+                   container_id, remote, addrs.empty() ? std::string("none") : fmt::format("{}", fmt::join(addrs, ", ")),
+                   common::LogRateLimiter::suppressed_note(*n));
     co_return false;
   }
 };
@@ -288,13 +296,17 @@ asio::awaitable<void> TunnelHub::serve_forward(api::WebSocket& ws, std::string c
     if (kind == FromUser::Ignore) continue;
     auto h = parse_header(m);
     if (kind == FromUser::Drop) {
-      spdlog::warn("forward {}: dropping {} (0x{:02x}) from the user", container_id, type_name(h->type), h->type);
+      if (auto n = impl->tenant_log.admit("forward " + container_id))
+        spdlog::warn("forward {}: dropping {} (0x{:02x}) from the user{}", container_id, type_name(h->type), h->type,
+                     common::LogRateLimiter::suppressed_note(*n));
       continue;
     }
     const std::uint32_t uid = h->client_id;
     if (kind == FromUser::Connect) {
       if (f->active.count(uid)) {
-        spdlog::warn("forward {}: duplicate CONNECT for id {} ignored", container_id, uid);
+        if (auto n = impl->tenant_log.admit("forward " + container_id))
+          spdlog::warn("forward {}: duplicate CONNECT for id {} ignored{}", container_id, uid,
+                       common::LogRateLimiter::suppressed_note(*n));
         continue;
       }
       // The current tunnel (a restarted client may have replaced the one

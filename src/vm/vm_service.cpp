@@ -15,6 +15,7 @@
 #include "common/blocking.hpp"
 #include "vm/ssh_client.hpp"
 #include "common/datetime.hpp"
+#include "common/log_rate_limiter.hpp"
 #include "host_link/status_update.hpp"
 #include "monitor/vm_capability.hpp"
 #include "vm/process.hpp"
@@ -181,8 +182,11 @@ void VmService::release_network(const VmState& state) {
 
 bool VmService::from_vm(const VmPtr& vm, const HttpRequest& req) const {
   if (req.remote_ip == vm->state.vm_ip) return true;
-  spdlog::warn("VM {}: agent call from {} refused (the VM's address is {})", vm->state.task_id, req.remote_ip,
-               vm->state.vm_ip);
+  // A guest (or container) can repeat this at will: rate-limited per source.
+  static common::LogRateLimiter refusal_log;
+  if (auto n = refusal_log.admit(req.remote_ip))
+    spdlog::warn("VM {}: agent call from {} refused (the VM's address is {}){}", vm->state.task_id, req.remote_ip,
+                 vm->state.vm_ip, common::LogRateLimiter::suppressed_note(*n));
   return false;
 }
 

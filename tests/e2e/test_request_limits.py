@@ -208,3 +208,45 @@ def test_host_address_is_not_capped(make_runner):
     finally:
         for s in held:
             s.close()
+
+
+def test_buffered_bodies_share_one_budget(make_runner):
+    """Issue 16 item 2: the bodies held in memory across all connections
+    are bounded (MAX_BUFFERED_REQUEST_BYTES). With room for one 10 MB body,
+    a second caller announcing one while the first is still sending gets
+    503 naming the setting once its bounded wait is over; the first
+    completes normally."""
+    runner = make_runner(MAX_BUFFERED_REQUEST_BYTES=16 * 1024 * 1024)
+    runner.wait_listening()
+    size = 10 * 1000 * 1000
+    head = (b"POST /api/fs/1/write HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(size).encode() + b"\r\nConnection: close\r\n\r\n")
+    first = socket.create_connection(("127.0.0.1", runner.port), timeout=60)
+    first.sendall(head + b" " * (1 << 20))
+    time.sleep(0.5)  # the first holds its room
+    second = socket.create_connection(("127.0.0.1", runner.port), timeout=60)
+    second.sendall(head + b" " * (1 << 20))
+    answer = b""
+    try:
+        while not answer.rstrip().endswith(b"}"):
+            chunk = second.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    except socket.timeout:
+        pass
+    second.close()
+    assert answer.startswith(b"HTTP/1.1 503"), answer[:300]
+    assert b"MAX_BUFFERED_REQUEST_BYTES" in answer, answer
+    # The first body completes and reaches the route (not valid JSON: 422).
+    first.sendall(b" " * (size - (1 << 20)))
+    reply = b""
+    while True:
+        chunk = first.recv(65536)
+        if not chunk:
+            break
+        reply += chunk
+    first.close()
+    assert reply.startswith(b"HTTP/1.1 422"), reply[:300]
+    assert http("GET", runner.url("/healthz"))[0] == 200
+    assert "no room for its" in runner.output()

@@ -4,8 +4,10 @@ D-TERMUTF8, D-FIRSTMSG, D-FSREAD, D-FSWRITE, S-PATHVAL, S-FSDELETE,
 S-WATCH). One runner and two task containers per module: a Debian image
 (bash, GNU tools, inotifywait) and BusyBox (sh, no inotifywait)."""
 import base64
+import json
 import os
 import random
+import socket
 import subprocess
 import time
 import urllib.parse
@@ -186,6 +188,50 @@ def test_fs_write_20mb_binary_exact(env, tmp_path):
     assert rep == {"path": "/tmp/big dir/blob.bin", "size": len(data), "success": True}
     docker("cp", f"{cname(tid)}:/tmp/big dir/blob.bin", str(tmp_path / "out.bin"))
     assert (tmp_path / "out.bin").read_bytes() == data
+
+
+FS_WRITE_MAX = 50 * 1024 * 1024  # 52,428,800 bytes: the documented limit, decoded bytes
+
+
+def test_fs_write_limit_is_exactly_50_mib(env, tmp_path):
+    """Issue 16 item 6: the 50 MiB file (69,905,068 bytes of base64 in JSON)
+    is written; one byte more gets upstream's message, for base64 and for
+    UTF-8 text alike; a body no permitted file needs is refused from its
+    header with the limit in file bytes."""
+    runner, ids = env
+    tid = ids["debian"]
+    data = os.urandom(FS_WRITE_MAX)
+    st, rep = fs(runner, tid, "write", "POST",
+                 {"path": "/tmp/max.bin", "content": base64.b64encode(data).decode(), "encoding": "base64"},
+                 timeout=180)
+    assert st == 200, rep
+    assert rep == {"path": "/tmp/max.bin", "size": FS_WRITE_MAX, "success": True}
+    docker("cp", f"{cname(tid)}:/tmp/max.bin", str(tmp_path / "max.bin"))
+    assert (tmp_path / "max.bin").read_bytes() == data
+    del data
+    over = {"detail": "File too large. Maximum size is 52428800 bytes."}
+    st, rep = fs(runner, tid, "write", "POST",
+                 {"path": "/tmp/over.bin", "content": base64.b64encode(b"\0" * (FS_WRITE_MAX + 1)).decode(),
+                  "encoding": "base64"}, timeout=180)
+    assert (st, rep) == (413, over)
+    # UTF-8: the decoded text's bytes count (2 bytes per "é").
+    st, rep = fs(runner, tid, "write", "POST",
+                 {"path": "/tmp/over.txt", "content": "é" * (FS_WRITE_MAX // 2) + "x"}, timeout=180)
+    assert (st, rep) == (413, over)
+    # A body larger than any permitted file needs: refused from the header.
+    s = socket.create_connection(("127.0.0.1", runner.port), timeout=30)
+    s.sendall(f"POST /api/fs/{tid}/write HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              f"Content-Length: {400 * 1024 * 1024}\r\n\r\n".encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    detail = json.loads(answer.split(b"\r\n\r\n", 1)[1])["detail"]
+    assert "files of at most 52428800 bytes" in detail, detail
 
 
 def test_fs_write_base64_checked_before_anything_reaches_the_container(env):

@@ -171,3 +171,92 @@ TEST(AccessPolicy, ConfigRejectsBadClientEntries) {
     EXPECT_NE(std::string(e.what()).find("METRICS_ALLOWED_CLIENTS[0]"), std::string::npos) << e.what();
   }
 }
+
+// Issue 16 item 3: IPv6 callers are classified by where they arrived.
+namespace {
+
+kr::net::NetInterface iface(const char* name, unsigned index, std::vector<std::pair<const char*, int>> addrs) {
+  kr::net::NetInterface i;
+  i.name = name;
+  i.index = index;
+  for (auto& [a, p] : addrs) i.addresses.push_back({*parse_ip(a), p});
+  return i;
+}
+
+std::vector<kr::net::NetInterface> node_interfaces() {
+  return {
+      iface("lo", 1, {{"127.0.0.1", 8}, {"::1", 128}}),
+      // The LAN: IPv6 link-local and a ULA prefix too.
+      iface("eth0", 2, {{"192.168.1.10", 24}, {"fe80::1", 64}, {"fd99:1::10", 64}}),
+      // kohakuriver-net's bridge: found by its IPv4 gateway address.
+      iface("br-0123456789ab", 5, {{"172.30.0.1", 16}, {"fe80::2", 64}, {"fd00:30::1", 64}}),
+      // The VM bridge, found by name (no IPv4 address on it here).
+      iface("kohaku-br0", 7, {{"fe80::3", 64}, {"2001:db8:7::1", 64}}),
+  };
+}
+
+kr::api::Caller caller(const char* ip, std::uint32_t scope = 0, const char* local = nullptr) {
+  return kr::api::Caller{parse_ip(ip), scope, local ? parse_ip(local) : std::nullopt};
+}
+
+}  // namespace
+
+TEST(ArrivalNetwork, RunnerBridges) {
+  auto rules = default_rules();
+  rules.bridge_names = {"kohaku-br0"};
+  auto ifs = node_interfaces();
+  EXPECT_FALSE(kr::api::is_runner_bridge(ifs[0], rules.bridge_names, rules.workload_networks));
+  EXPECT_FALSE(kr::api::is_runner_bridge(ifs[1], rules.bridge_names, rules.workload_networks));
+  EXPECT_TRUE(kr::api::is_runner_bridge(ifs[2], rules.bridge_names, rules.workload_networks));
+  EXPECT_TRUE(kr::api::is_runner_bridge(ifs[3], rules.bridge_names, rules.workload_networks));
+}
+
+TEST(ArrivalNetwork, LinkLocalByScopeUlaAndGlobalByBridgePrefix) {
+  auto rules = default_rules();
+  rules.bridge_names = {"kohaku-br0"};
+  const auto ifs = node_interfaces();
+  auto decide = [&](const kr::api::Caller& c) {
+    return decide_access(rules, c, EndpointClass::Control, ifs);
+  };
+  // Link-local from a runner bridge (by the peer's scope): a container/VM.
+  auto d = decide(caller("fe80::42:acff:fe1e:2", 5, "fe80::2"));
+  EXPECT_FALSE(d.allowed);
+  EXPECT_EQ(d.detail, "Forbidden: containers and VMs cannot use the runner's control API");
+  EXPECT_NE(d.setting.find("br-0123456789ab"), std::string::npos) << d.setting;
+  EXPECT_FALSE(decide(caller("fe80::5054:ff:fe00:1", 7)).allowed);
+  // The same link-local address from the LAN is an ordinary client.
+  EXPECT_TRUE(decide(caller("fe80::42:acff:fe1e:2", 2, "fe80::1")).allowed);
+  // No scope: not decidable by interface, so not a container.
+  EXPECT_TRUE(decide(caller("fe80::42:acff:fe1e:2", 0)).allowed);
+  // ULA / global prefixes configured on runner bridges.
+  EXPECT_FALSE(decide(caller("fd00:30::2", 0, "fd00:30::1")).allowed);
+  EXPECT_FALSE(decide(caller("2001:db8:7::99")).allowed);
+  // ULA on the LAN stays an ordinary client.
+  EXPECT_TRUE(decide(caller("fd99:1::20", 0, "fd99:1::10")).allowed);
+  // A connection to a bridge's own address, whatever its source.
+  EXPECT_FALSE(decide(caller("fd77::5", 0, "fd00:30::1")).allowed);
+  EXPECT_FALSE(decide(caller("10.9.9.9", 0, "172.30.0.1")).allowed);
+  // Endpoints containers may use stay open to them.
+  EXPECT_TRUE(decide_access(rules, caller("fe80::9", 5), EndpointClass::Tunnel, ifs).allowed);
+  EXPECT_TRUE(decide_access(rules, caller("fe80::9", 5), EndpointClass::Health, ifs).allowed);
+  // Without interface information only the configured networks count.
+  EXPECT_TRUE(decide_access(rules, caller("fe80::9", 5), EndpointClass::Control).allowed);
+}
+
+TEST(ArrivalNetwork, PolicyUsesTheRequestsScopeAndLocalAddress) {
+  auto rules = default_rules();
+  AccessPolicy policy(rules);
+  policy.set_interface_source([] { return node_interfaces(); });
+  HttpRequest req;
+  req.method = "POST";
+  req.path = "/api/execute";
+  req.remote_ip = "fe80::42:acff:fe1e:2";
+  req.remote_scope_id = 5;
+  req.local_ip = "fe80::2";
+  auto refused = policy.check(req);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 403);
+  req.remote_scope_id = 2;
+  req.local_ip = "fe80::1";
+  EXPECT_FALSE(policy.check(req));
+}

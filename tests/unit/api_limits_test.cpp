@@ -116,7 +116,32 @@ TEST(RouterBodyLimit, PerRouteWithADefault) {
   EXPECT_EQ(r.body_limit("POST", "/nowhere"), lim::kDefaultBody);
   EXPECT_EQ(r.body_limit("GET", "/api/kill"), lim::kDefaultBody);  // 405
   EXPECT_GE(lim::kCreateBody, lim::kMiB);
-  EXPECT_GE(lim::kFilesystemBody, 50u * 1000 * 1000 * 4 / 3);
+  // A route's own 413 text, else the generic one.
+  r.add("POST", "/api/big", h, 10, "files of at most 3 bytes");
+  EXPECT_EQ(r.body_rule("POST", "/api/big").too_large_detail, "files of at most 3 bytes");
+  EXPECT_EQ(r.body_rule("POST", "/api/big").limit, 10u);
+  EXPECT_EQ(r.body_rule("POST", "/api/kill").too_large_detail,
+            "Request body too large: this route accepts at most 65536 bytes");
+  EXPECT_EQ(r.body_rule("POST", "/nowhere").limit, lim::kDefaultBody);
+}
+
+// Issue 16 item 6: the write accepts the documented 50 MiB file however it
+// is encoded, and the body cap is derived from that file size.
+TEST(FilesystemWriteLimit, BodyCapAdmitsEveryPermittedFile) {
+  EXPECT_EQ(lim::kFsWriteFileBytes, 52'428'800u);
+  EXPECT_EQ(lim::kFsWriteBase64Bytes, 69'905'068u);
+  // Base64 of the largest file, inside the JSON a client sends.
+  const std::string envelope = R"({"path":"/tmp/x","content":"","encoding":"base64","create_parents":true})";
+  EXPECT_LE(lim::kFsWriteBase64Bytes + envelope.size(), lim::kFilesystemBody);
+  // UTF-8 text: the limit counts the decoded bytes; JSON escapes a control
+  // character as \u00XX (6 bytes), the worst case per file byte (a 2-byte
+  // character as \uXXXX: 3 per byte; a 4-byte one as a surrogate pair: 3).
+  EXPECT_EQ(json(std::string(1000, '\x01')).dump().size(), 6 * 1000u + 2);
+  EXPECT_EQ(json(std::string(500, '\x7f')).dump().size(), 500u + 2);
+  EXPECT_LE(lim::kMaxJsonEscapeRatio * lim::kFsWriteFileBytes + 2 + envelope.size() + 4096 * 6,
+            lim::kFilesystemBody);
+  // The old cap (50 MB decimal, 67,715,240 bytes) refused the 50 MiB file.
+  EXPECT_GT(lim::kFsWriteBase64Bytes, 67'715'240u);
 }
 
 TEST(ConnectionLimiter, PerAddressCap) {

@@ -150,6 +150,11 @@ TEST_F(CliRunner, BindAndPortOverrideTheFile) {
     ASSERT_TRUE(launched_);
     EXPECT_EQ(launched_->config.runner_port, 9001);
     EXPECT_EQ(launched_->config.runner_bind_ip, "10.0.0.5");
+
+    // "::": every IPv6 and IPv4 address (issue 16 item 3).
+    EXPECT_EQ(run({"kohakuriver", "runner", "--config", f.string(), "--bind", "::"}), 0);
+    ASSERT_TRUE(launched_);
+    EXPECT_EQ(launched_->config.runner_bind_ip, "::");
 }
 
 TEST_F(CliRunner, InvalidOverridesAreUsageErrors) {
@@ -157,7 +162,7 @@ TEST_F(CliRunner, InvalidOverridesAreUsageErrors) {
         EXPECT_EQ(run({"kohakuriver", "runner", "--port", port}), 2) << port;
         EXPECT_FALSE(launched_);
     }
-    for (std::string bind : {"localhost", "1.2.3", "::", "300.1.1.1"}) {
+    for (std::string bind : {"localhost", "1.2.3", "::1", "fe80::1", "300.1.1.1"}) {
         EXPECT_EQ(run({"kohakuriver", "runner", "--bind", bind}), 2) << bind;
         EXPECT_FALSE(launched_);
         EXPECT_NE(err_.find("IPv4"), std::string::npos) << err_;

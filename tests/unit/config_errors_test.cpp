@@ -35,6 +35,9 @@ const BadFile kBadFiles[] = {
     {"UnknownLogLevelString", "LOG_LEVEL = 'loud'\n", 1, "LOG_LEVEL expects LogLevel.FULL"},
     {"IntForLogLevel", "LOG_LEVEL = 20\n", 1, "got int 20"},
     {"BindNotIpv4", "RUNNER_BIND_IP = 'localhost'\n", 1, "RUNNER_BIND_IP expects an IPv4 address"},
+    {"BindIpv6NotAny", "RUNNER_BIND_IP = '::1'\n", 1, "or \"::\" (all IPv6 and IPv4 addresses)"},
+    {"BodyBudgetTooSmall", "MAX_BUFFERED_REQUEST_BYTES = 1024\n", 1,
+     "MAX_BUFFERED_REQUEST_BYTES must be at least 8388608, got 1024"},
     // Ranges
     {"PortTooLarge", "RUNNER_PORT = 70000\n", 1, "RUNNER_PORT must be a port number between 1 and 65535, got 70000"},
     {"PortNegative", "HOST_PORT = -1\n", 1, "HOST_PORT must be a port number between 1 and 65535, got -1"},

@@ -58,12 +58,13 @@ TEST(ConfigDefaults, MatchUpstreamTable) {
 TEST(ConfigDefaults, KeyTableCoversEveryUpstreamKeyAndOurs) {
     auto names = kr::config::config_key_names();
     // 42 upstream keys + STATE_DIR + DOCKER_SOCKET + 12 VM_* of ours + DOCKER_REGISTRY_REFRESH_TIMEOUT
-    // + API_ALLOWED_CLIENTS, METRICS_ALLOWED_CLIENTS
-    EXPECT_EQ(names.size(), 59u);
+    // + API_ALLOWED_CLIENTS, METRICS_ALLOWED_CLIENTS, MAX_BUFFERED_REQUEST_BYTES
+    EXPECT_EQ(names.size(), 60u);
     for (std::string key : {"RUNNER_BIND_IP", "OVERLAY_MTU", "VM_ACS_OVERRIDE", "STATE_DIR", "DOCKER_SOCKET",
                             "VM_POWERDOWN_TIMEOUT_SECONDS", "VM_SSH_RELAY_MAX_CONNECTIONS",
                             "VM_SSH_RELAY_MAX_PER_SOURCE", "VM_SSH_RELAY_HANDSHAKE_TIMEOUT_SECONDS",
-                            "DOCKER_REGISTRY_REFRESH_TIMEOUT", "API_ALLOWED_CLIENTS", "METRICS_ALLOWED_CLIENTS"})
+                            "DOCKER_REGISTRY_REFRESH_TIMEOUT", "API_ALLOWED_CLIENTS", "METRICS_ALLOWED_CLIENTS",
+                            "MAX_BUFFERED_REQUEST_BYTES"})
         EXPECT_NE(std::find(names.begin(), names.end(), key), names.end()) << key;
 }
 
@@ -255,4 +256,11 @@ TEST(ConfigHelpers, Ipv4Literal) {
         EXPECT_FALSE(kr::config::is_ipv4_literal(bad)) << bad;
     EXPECT_EQ(kr::config::log_level_from_string("Info"), LogLevel::Info);
     EXPECT_FALSE(kr::config::log_level_from_string("verbose").has_value());
+}
+
+TEST(ConfigKeys, BindAnyIpv6AndBodyBudget) {
+    auto r = parse_config_text("RUNNER_BIND_IP = '::'\nMAX_BUFFERED_REQUEST_BYTES = 67108864\n", "t.py");
+    EXPECT_EQ(r.config.runner_bind_ip, "::");
+    EXPECT_EQ(r.config.max_buffered_request_bytes, 64 * 1024 * 1024);
+    EXPECT_EQ(RunnerConfig{}.max_buffered_request_bytes, 256 * 1024 * 1024);
 }

@@ -268,3 +268,30 @@ TEST(TunnelHubVm, VmNamesGoToTheVmHandlerWhenSet) {
   ASSERT_EQ(user.sent.size(), 1u);
   EXPECT_EQ(user.sent[0].data, "CONNECTED");
 }
+
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <sstream>
+
+// Issue 16 item 7: a container that floods the tunnel with frames the runner
+// drops cannot flood the log; the suppressed lines are counted.
+TEST_F(HubTest, DroppedFramesAreLoggedAtALimitedRate) {
+  std::ostringstream captured;
+  auto previous = spdlog::default_logger();
+  auto logger = std::make_shared<spdlog::logger>("capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(captured));
+  spdlog::set_default_logger(logger);
+  FakeWs user(io), client(io);
+  tunnel(client, "c");
+  forward(user, "c");
+  run_for(20);
+  for (int i = 0; i < 1000; ++i) client.push(encode(MsgType::Connect, Proto::Tcp, 1, 1));  // not from a container
+  run_for(50);
+  spdlog::set_default_logger(previous);
+  const std::string log = captured.str();
+  std::size_t lines = 0;
+  for (std::size_t at = log.find("dropping"); at != std::string::npos; at = log.find("dropping", at + 1)) ++lines;
+  EXPECT_GE(lines, 1u);
+  EXPECT_LE(lines, 5u) << log.substr(0, 2000);
+  EXPECT_TRUE(client.is_open());
+}
