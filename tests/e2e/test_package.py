@@ -81,7 +81,8 @@ dpkg-query -W -f='${Conffiles}\n' kohakuriver-runner
     out = p.stdout + p.stderr
     assert p.returncode == 0, out
     assert "WARNING: /etc/systemd/system/kohakuriver-runner.service exists" in out, out
-    version = out.split("=== version")[1].split("===")[0].split()
-    assert version[0] == "kohakuriver-runner" and version[2] == "kohakuriver-runner", out
+    # Both names print "kohakuriver-runner <version> (commit …, target …)".
+    version = out.split("=== version")[1].split("===")[0].strip().splitlines()
+    assert len(version) == 2 and all(v.startswith("kohakuriver-runner ") and "(commit " in v for v in version), out
     assert "default config = init config" in out, out
     assert "/etc/kohakuriver/runner_config.py" in out.split("=== conffile")[1], out
