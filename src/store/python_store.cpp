@@ -128,18 +128,28 @@ struct ScratchFiles {
   }
 };
 
-// Reads every row of the copy. SQLite runs with the defensive settings for
-// files of unknown origin: no schema-defined functions, bounded work.
-void read_rows(const fs::path& copy, PythonStoreContents& out) {
+using SqliteHandle = std::unique_ptr<sqlite3, int (*)(sqlite3*)>;
+
+// Opens the private copy with the defensive settings for files of unknown
+// origin (no schema-defined functions, triggers or views).
+SqliteHandle open_untrusted_copy(const fs::path& copy) {
   sqlite3* raw = nullptr;
   int rc = sqlite3_open_v2(copy.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW,
                            nullptr);
-  std::unique_ptr<sqlite3, int (*)(sqlite3*)> db(raw, sqlite3_close_v2);
+  SqliteHandle db(raw, sqlite3_close_v2);
   if (rc != SQLITE_OK) throw StoreError(std::string("cannot open the copy: ") + sqlite3_errstr(rc));
   sqlite3_db_config(raw, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
   sqlite3_db_config(raw, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
   sqlite3_db_config(raw, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, nullptr);
   sqlite3_db_config(raw, SQLITE_DBCONFIG_ENABLE_VIEW, 0, nullptr);
+  return db;
+}
+
+// Reads every row of the copy. SQLite runs with the defensive settings for
+// files of unknown origin: no schema-defined functions, bounded work.
+void read_rows(const fs::path& copy, PythonStoreContents& out) {
+  SqliteHandle db = open_untrusted_copy(copy);
+  sqlite3* raw = db.get();
   sqlite3_limit(raw, SQLITE_LIMIT_LENGTH, static_cast<int>(kMaxValueBytes) * 4);
   // A crafted file can make a query run for ever: stop after this much work.
   long long ticks = 0;
@@ -159,7 +169,7 @@ void read_rows(const fs::path& copy, PythonStoreContents& out) {
   std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> guard(st, sqlite3_finalize);
   int rows = 0;
   for (;;) {
-    rc = sqlite3_step(st);
+    const int rc = sqlite3_step(st);
     if (rc == SQLITE_DONE) break;
     if (rc != SQLITE_ROW) throw StoreError(std::string("reading running_tasks failed: ") + sqlite3_errmsg(raw));
     if (++rows > kMaxRows) throw StoreError("running_tasks has more than " + std::to_string(kMaxRows) + " rows");
@@ -185,15 +195,8 @@ void read_rows(const fs::path& copy, PythonStoreContents& out) {
 // Deletes the rows of `ids` from the copy and folds its WAL into the file,
 // so the file alone holds the result.
 void delete_rows(const fs::path& copy, const std::vector<int64_t>& ids) {
-  sqlite3* raw = nullptr;
-  int rc = sqlite3_open_v2(copy.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW,
-                           nullptr);
-  std::unique_ptr<sqlite3, int (*)(sqlite3*)> db(raw, sqlite3_close_v2);
-  if (rc != SQLITE_OK) throw StoreError(std::string("cannot open the copy: ") + sqlite3_errstr(rc));
-  sqlite3_db_config(raw, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
-  sqlite3_db_config(raw, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
-  sqlite3_db_config(raw, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0, nullptr);
-  sqlite3_db_config(raw, SQLITE_DBCONFIG_ENABLE_VIEW, 0, nullptr);
+  SqliteHandle db = open_untrusted_copy(copy);
+  sqlite3* raw = db.get();
   auto exec = [raw](const char* sql) {
     if (sqlite3_exec(raw, sql, nullptr, nullptr, nullptr) != SQLITE_OK)
       throw StoreError(std::string(sql) + ": " + sqlite3_errmsg(raw));
