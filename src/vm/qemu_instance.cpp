@@ -247,6 +247,16 @@ bool still_ours(const VmPaths& paths, pid_t pid) {
   const auto cmdline = read_cmdline(pid);
   return cmdline && is_qemu_of_instance(*cmdline, paths);
 }
+
+// After a signal: a process on its way out loses its cmdline (its memory is
+// released) before it becomes a zombie, and still holds the TAP device and
+// the disk lock until then. It is gone only once it no longer runs at all,
+// unless the pid now runs something else.
+bool not_yet_gone(const VmPaths& paths, pid_t pid) {
+  if (!pid_exists(pid)) return false;
+  const auto cmdline = read_cmdline(pid);
+  return !cmdline || is_qemu_of_instance(*cmdline, paths);
+}
 }  // namespace
 
 boost::asio::awaitable<bool> shutdown_qemu(VmPaths paths, pid_t pid, std::chrono::milliseconds grace) {
@@ -263,16 +273,16 @@ boost::asio::awaitable<bool> shutdown_qemu(VmPaths paths, pid_t pid, std::chrono
     }
     if (!asked) spdlog::warn("VM pid {}: powerdown request failed: {}", pid, why);
     const auto until = std::chrono::steady_clock::now() + grace;
-    while (asked && still_ours(paths, pid) && std::chrono::steady_clock::now() < until) {
+    while (asked && not_yet_gone(paths, pid) && std::chrono::steady_clock::now() < until) {
       timer.expires_after(std::chrono::milliseconds(250));
       co_await timer.async_wait(boost::asio::use_awaitable);
     }
-    if (still_ours(paths, pid)) {
+    if (not_yet_gone(paths, pid)) {
       spdlog::warn("VM pid {} did not power off; killing it", pid);
       co_return co_await kill_qemu(paths, pid, std::chrono::seconds(5));
     }
   }
-  const bool gone = !still_ours(paths, pid);
+  const bool gone = !not_yet_gone(paths, pid);
   if (gone) remove_runtime_files(paths);
   co_return gone;
 }
@@ -280,15 +290,13 @@ boost::asio::awaitable<bool> shutdown_qemu(VmPaths paths, pid_t pid, std::chrono
 boost::asio::awaitable<bool> kill_qemu(VmPaths paths, pid_t pid, std::chrono::milliseconds wait) {
   auto ex = co_await boost::asio::this_coro::executor;
   boost::asio::steady_timer timer(ex);
-  if (still_ours(paths, pid)) {
-    ::kill(pid, SIGKILL);
-    const auto until = std::chrono::steady_clock::now() + wait;
-    while (still_ours(paths, pid) && std::chrono::steady_clock::now() < until) {
-      timer.expires_after(std::chrono::milliseconds(100));
-      co_await timer.async_wait(boost::asio::use_awaitable);
-    }
+  if (still_ours(paths, pid)) ::kill(pid, SIGKILL);
+  const auto until = std::chrono::steady_clock::now() + wait;
+  while (not_yet_gone(paths, pid) && std::chrono::steady_clock::now() < until) {
+    timer.expires_after(std::chrono::milliseconds(100));
+    co_await timer.async_wait(boost::asio::use_awaitable);
   }
-  const bool gone = !still_ours(paths, pid);
+  const bool gone = !not_yet_gone(paths, pid);
   if (gone) remove_runtime_files(paths);
   co_return gone;
 }
