@@ -15,7 +15,7 @@
 #include "fs/fs_paths.hpp"
 #include "fs/fs_service.hpp"
 #include "fs/target_exec.hpp"
-#include "vm/ssh_stream.hpp"
+#include "ssh/stream.hpp"
 
 namespace kr::fs {
 
@@ -138,7 +138,7 @@ asio::awaitable<void> pump_inotify(api::WebSocket* ws, std::shared_ptr<docker::E
 }
 
 // VM: stdout and stderr arrive apart on the SSH channel.
-asio::awaitable<void> pump_inotify_ssh(api::WebSocket* ws, std::shared_ptr<vm::SshStream> stream,
+asio::awaitable<void> pump_inotify_ssh(api::WebSocket* ws, std::shared_ptr<ssh::SshStream> stream,
                                        std::shared_ptr<DoneFlag> done, std::string watching) {
   InotifyParser p(std::move(watching));
   bool ok = true;
@@ -287,14 +287,14 @@ asio::awaitable<void> FsService::watch(api::WebSocket& ws) {
   auto producer_done = std::make_shared<DoneFlag>();
   auto ex = co_await asio::this_coro::executor;
   if (inotify && target.is_vm()) {
-    std::shared_ptr<vm::SshStream> stream;
+    std::shared_ptr<ssh::SshStream> stream;
     std::string why;
     try {
-      vm::SshStreamSpec spec;
+      ssh::SshStreamSpec spec;
       spec.target.host = target.vm_ip;
-      spec.target.key = vm::runner_key_path();
-      spec.command = vm::join_command(inotify_argv(valid));
-      stream = co_await vm::SshStream::open(std::move(spec));
+      spec.target.key = ssh::runner_key_path();
+      spec.command = ssh::join_command(inotify_argv(valid));
+      stream = co_await ssh::SshStream::open(std::move(spec));
     } catch (const std::exception& e) {
       why = e.what();
     }

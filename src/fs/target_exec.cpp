@@ -2,7 +2,7 @@
 
 #include "common/blocking.hpp"
 #include "docker/docker_error.hpp"
-#include "vm/ssh_client.hpp"
+#include "ssh/client.hpp"
 
 namespace kr::fs {
 
@@ -14,7 +14,7 @@ BlockingLane& ssh_lane() {
   return lane;
 }
 
-docker::ExecResult to_exec_result(vm::SshExecResult r) {
+docker::ExecResult to_exec_result(ssh::SshExecResult r) {
   if (r.timed_out)
     throw docker::DockerError(docker::DockerError::Kind::Timeout, 0, "SSH command timed out");
   docker::ExecResult e;
@@ -29,16 +29,16 @@ docker::ExecResult to_exec_result(vm::SshExecResult r) {
 boost::asio::awaitable<docker::ExecResult> run_in_target(docker::DockerClient& docker, const ContainerTarget& target,
                                                          std::vector<std::string> cmd, docker::RunOptions options) {
   if (!target.is_vm()) co_return co_await docker::run_exec(docker, target.container, std::move(cmd), std::move(options));
-  vm::SshTarget t;
+  ssh::SshTarget t;
   t.host = target.vm_ip;
-  t.key = vm::runner_key_path();
-  const std::string line = vm::join_command(cmd);
+  t.key = ssh::runner_key_path();
+  const std::string line = ssh::join_command(cmd);
   const auto deadline = options.deadline;
   const std::size_t max_out = options.max_stdout;
   auto job = [t, line, stdin_data = std::move(options.stdin_data), deadline, max_out] {
-    return vm::ssh_exec(t, line, stdin_data, deadline, max_out);
+    return ssh::ssh_exec(t, line, stdin_data, deadline, max_out);
   };
-  vm::SshExecResult r;
+  ssh::SshExecResult r;
   try {
     // ssh_exec keeps its own deadline; the pool's is the backstop for a
     // call stuck inside libssh.

@@ -12,7 +12,7 @@
 #include "docker/docker_error.hpp"
 #include "docker/exec.hpp"
 #include "fs/container_target.hpp"
-#include "vm/ssh_stream.hpp"
+#include "ssh/stream.hpp"
 
 namespace kr::terminal {
 
@@ -125,7 +125,7 @@ asio::awaitable<bool> handle_client_message(docker::DockerClient& docker, const 
 // ---- VMs (execution.md §7.4): an interactive shell over SSH ---------------
 
 struct VmShared {
-  std::unique_ptr<vm::SshStream> stream;
+  std::unique_ptr<ssh::SshStream> stream;
   bool first_message_seen = false;
   std::shared_ptr<DoneFlag> pump_done = std::make_shared<DoneFlag>();
 };
@@ -152,7 +152,7 @@ asio::awaitable<void> pump_vm_output(api::WebSocket* ws, std::shared_ptr<VmShare
 
 // Same message protocol as the Docker path (input, resize; invalid JSON
 // ignored); false when the message's shape ends the session.
-bool handle_vm_message(vm::SshStream& stream, const api::WsMessage& m) {
+bool handle_vm_message(ssh::SshStream& stream, const api::WsMessage& m) {
   const ClientMessage c = parse_client_message(m);
   if (c.kind == ClientMessage::Kind::End) return false;
   if (c.kind == ClientMessage::Kind::Input) stream.write(c.data);
@@ -164,11 +164,11 @@ asio::awaitable<void> vm_session(api::WebSocket& ws, std::int64_t id, std::strin
   auto sh = std::make_shared<VmShared>();
   std::string why;
   try {
-    vm::SshStreamSpec spec;
+    ssh::SshStreamSpec spec;
     spec.target.host = vm_ip;
-    spec.target.key = vm::runner_key_path();
+    spec.target.key = ssh::runner_key_path();
     spec.connect_timeout = std::chrono::seconds(15);
-    sh->stream = co_await vm::SshStream::open(std::move(spec));  // 80x24 until the client's resize
+    sh->stream = co_await ssh::SshStream::open(std::move(spec));  // 80x24 until the client's resize
   } catch (const std::exception& e) {
     why = e.what();
   }

@@ -14,7 +14,7 @@
 #include "vm/vfio.hpp"
 #include "vm/vm_service.hpp"
 #include "vm/vm_share.hpp"
-#include "vm/ssh_client.hpp"
+#include "ssh/client.hpp"
 
 namespace kr::vm {
 
@@ -75,8 +75,8 @@ void VmService::start() {
 asio::awaitable<void> VmService::recover() {
   // The runner's SSH key (vm.md §1): made at startup when missing, so the
   // first VM's seed carries it and terminal/filesystem access works.
-  auto make_key = [] { return runner_public_key_line(); };
-  if (!(co_await run_blocking(make_key)).empty()) spdlog::debug("runner SSH key: {}", runner_key_path().string());
+  auto make_key = [] { return ssh::runner_public_key_line(); };
+  if (!(co_await run_blocking(make_key)).empty()) spdlog::debug("runner SSH key: {}", ssh::runner_key_path().string());
   std::vector<Found> found;
   std::optional<std::string> error;
   try {

@@ -13,7 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/blocking.hpp"
-#include "vm/ssh_client.hpp"
+#include "ssh/client.hpp"
 #include "common/datetime.hpp"
 #include "common/log_rate_limiter.hpp"
 #include "host_link/status_update.hpp"
@@ -366,7 +366,7 @@ asio::awaitable<HttpResponse> VmService::create(vps::VpsRequest rq, std::string 
     Vfio vfio;
     bool tap_made = false;
     try {
-      launch.seed.runner_public_key = runner_public_key_line();  // made when missing
+      launch.seed.runner_public_key = ssh::runner_public_key_line();  // made when missing
       if (!launch.vfio_pci.empty()) launch.seed.nvidia_driver_version = nvidia_driver_version_from_sysfs();
       for (const auto& addr : launch.vfio_pci) {
         if (std::find(bound.begin(), bound.end(), addr) != bound.end()) continue;
