@@ -14,7 +14,7 @@
 #include "fs/fs_archive.hpp"
 #include "fs/fs_parse.hpp"
 #include "fs/fs_paths.hpp"
-#include "fs/target_exec.hpp"
+#include "workload/exec.hpp"
 #include "store/state_store.hpp"
 
 namespace kr::fs {
@@ -225,7 +225,7 @@ asio::awaitable<HttpResponse> FsService::guarded(HttpRequest& req, int op) {
   co_return HttpResponse::detail(500, "Docker API error: " + error->message);
 }
 
-asio::awaitable<docker::ExecResult> FsService::run(const ContainerTarget& t, std::vector<std::string> cmd,
+asio::awaitable<docker::ExecResult> FsService::run(const workload::ContainerTarget& t, std::vector<std::string> cmd,
                                                    Clock::time_point end, std::optional<std::string> stdin_data) {
   docker::RunOptions o;
   o.deadline = std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now());
@@ -233,7 +233,7 @@ asio::awaitable<docker::ExecResult> FsService::run(const ContainerTarget& t, std
     throw DockerError(DockerError::Kind::Timeout, 0, "filesystem operation deadline passed");
   o.stdin_data = std::move(stdin_data);
   o.max_stdout = static_cast<std::size_t>(kMaxReadBytes) + (1u << 20);
-  co_return co_await run_in_target(docker_, t, std::move(cmd), std::move(o));
+  co_return co_await workload::run_in_target(docker_, t, std::move(cmd), std::move(o));
 }
 
 // ---- list ------------------------------------------------------------------
@@ -245,7 +245,7 @@ asio::awaitable<HttpResponse> FsService::list(HttpRequest& req, Clock::time_poin
   if (!q.v.ok()) co_return HttpResponse::json(422, q.v.body());
   std::string n;
   if (auto bad = check_path(path, n)) co_return HttpResponse::detail(400, *bad);
-  auto look = co_await resolve_container(store_, docker_, *id);
+  auto look = co_await workload::resolve_container(store_, docker_, *id);
   if (!look.target) co_return HttpResponse::detail(look.status, look.message);
 
   auto r = co_await run(*look.target, ls_argv(n, show_hidden, true), end);
@@ -278,7 +278,7 @@ asio::awaitable<HttpResponse> FsService::read(HttpRequest& req, Clock::time_poin
   limit = std::min(limit, kMaxReadBytes);
   std::string n;
   if (auto bad = check_path(*path, n)) co_return HttpResponse::detail(400, *bad);
-  auto look = co_await resolve_container(store_, docker_, *id);
+  auto look = co_await workload::resolve_container(store_, docker_, *id);
   if (!look.target) co_return HttpResponse::detail(look.status, look.message);
 
   // A regular file (or a directory) the archive API sees as the exec would
@@ -372,7 +372,7 @@ asio::awaitable<HttpResponse> FsService::write(HttpRequest& req, Clock::time_poi
   }
   if (wc.size > static_cast<std::uint64_t>(kMaxWriteBytes))
     co_return HttpResponse::detail(413, "File too large. Maximum size is 52428800 bytes.");
-  auto look = co_await resolve_container(store_, docker_, *id);
+  auto look = co_await workload::resolve_container(store_, docker_, *id);
   if (!look.target) co_return HttpResponse::detail(look.status, look.message);
 
   const std::string dir = python_dirname(n);
@@ -440,7 +440,7 @@ asio::awaitable<HttpResponse> FsService::mkdir(HttpRequest& req, Clock::time_poi
   if (!v.ok()) co_return HttpResponse::json(422, v.body());
   std::string n;
   if (auto bad = check_path(*path, n)) co_return HttpResponse::detail(400, *bad);
-  auto look = co_await resolve_container(store_, docker_, *id);
+  auto look = co_await workload::resolve_container(store_, docker_, *id);
   if (!look.target) co_return HttpResponse::detail(look.status, look.message);
   std::vector<std::string> argv = {"mkdir"};
   if (parents) argv.push_back("-p");
@@ -472,7 +472,7 @@ asio::awaitable<HttpResponse> FsService::rename(HttpRequest& req, Clock::time_po
   std::string src, dst;
   if (auto bad = check_path(*source, src)) co_return HttpResponse::detail(400, *bad);
   if (auto bad = check_path(*destination, dst)) co_return HttpResponse::detail(400, *bad);
-  auto look = co_await resolve_container(store_, docker_, *id);
+  auto look = co_await workload::resolve_container(store_, docker_, *id);
   if (!look.target) co_return HttpResponse::detail(look.status, look.message);
   // Moving "/" or a mount root away is as destructive as deleting it.
   if (auto refused = check_delete_target(src, look.target->mounts)) co_return HttpResponse::detail(400, *refused);
@@ -506,7 +506,7 @@ asio::awaitable<HttpResponse> FsService::remove(HttpRequest& req, Clock::time_po
   std::string n;
   if (auto bad = check_path(*path, n)) co_return HttpResponse::detail(400, *bad);
   if (auto refused = check_delete_target(n, {})) co_return HttpResponse::detail(400, *refused);
-  auto look = co_await resolve_container(store_, docker_, *id);
+  auto look = co_await workload::resolve_container(store_, docker_, *id);
   if (!look.target) co_return HttpResponse::detail(look.status, look.message);
   if (auto refused = check_delete_target(n, look.target->mounts)) co_return HttpResponse::detail(400, *refused);
   std::vector<std::string> argv = {"rm", recursive ? "-rf" : "-f", n};
@@ -531,7 +531,7 @@ asio::awaitable<HttpResponse> FsService::stat(HttpRequest& req, Clock::time_poin
   if (!q.v.ok()) co_return HttpResponse::json(422, q.v.body());
   std::string n;
   if (auto bad = check_path(*path, n)) co_return HttpResponse::detail(400, *bad);
-  auto look = co_await resolve_container(store_, docker_, *id);
+  auto look = co_await workload::resolve_container(store_, docker_, *id);
   if (!look.target) co_return HttpResponse::detail(look.status, look.message);
   auto r = co_await run(*look.target, stat_full_argv(n, true), end);
   if (r.exit_code != 0 && contains(r.err, "unrecognized option"))

@@ -11,7 +11,7 @@
 #include "common/utf8.hpp"
 #include "docker/docker_error.hpp"
 #include "docker/exec.hpp"
-#include "fs/container_target.hpp"
+#include "workload/target.hpp"
 #include "ssh/stream.hpp"
 
 namespace kr::terminal {
@@ -165,8 +165,7 @@ asio::awaitable<void> vm_session(api::WebSocket& ws, std::int64_t id, std::strin
   std::string why;
   try {
     ssh::SshStreamSpec spec;
-    spec.target.host = vm_ip;
-    spec.target.key = ssh::runner_key_path();
+    spec.target = workload::vm_ssh_target(vm_ip);
     spec.connect_timeout = std::chrono::seconds(15);
     sh->stream = co_await ssh::SshStream::open(std::move(spec));  // 80x24 until the client's resize
   } catch (const std::exception& e) {
@@ -211,7 +210,7 @@ void TerminalService::add_routes(api::Router& r) {
 asio::awaitable<void> TerminalService::session(api::WebSocket& ws) {
   api::Validation v;
   const std::int64_t id = *api::path_int(ws.request().path_params.at("task_id"), "task_id", v);
-  auto look = co_await fs::resolve_container(store_, docker_, id);
+  auto look = co_await workload::resolve_container(store_, docker_, id);
   if (!look.target) {
     co_await ws.send(frame("error", look.message));
     const bool internal = look.docker_unreachable || look.status >= 500;

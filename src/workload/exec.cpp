@@ -1,10 +1,10 @@
-#include "fs/target_exec.hpp"
+#include "workload/exec.hpp"
 
 #include "common/blocking.hpp"
 #include "docker/docker_error.hpp"
 #include "ssh/client.hpp"
 
-namespace kr::fs {
+namespace kr::workload {
 
 namespace {
 
@@ -29,9 +29,7 @@ docker::ExecResult to_exec_result(ssh::SshExecResult r) {
 boost::asio::awaitable<docker::ExecResult> run_in_target(docker::DockerClient& docker, const ContainerTarget& target,
                                                          std::vector<std::string> cmd, docker::RunOptions options) {
   if (!target.is_vm()) co_return co_await docker::run_exec(docker, target.container, std::move(cmd), std::move(options));
-  ssh::SshTarget t;
-  t.host = target.vm_ip;
-  t.key = ssh::runner_key_path();
+  const ssh::SshTarget t = vm_ssh_target(target.vm_ip);
   const std::string line = ssh::join_command(cmd);
   const auto deadline = options.deadline;
   const std::size_t max_out = options.max_stdout;
@@ -52,4 +50,4 @@ boost::asio::awaitable<docker::ExecResult> run_in_target(docker::DockerClient& d
   co_return to_exec_result(std::move(r));
 }
 
-}  // namespace kr::fs
+}  // namespace kr::workload
