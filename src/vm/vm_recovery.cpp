@@ -11,7 +11,6 @@
 #include "common/blocking.hpp"
 #include "common/datetime.hpp"
 #include "vm/process.hpp"
-#include "vm/vfio.hpp"
 #include "vm/vm_service.hpp"
 #include "vm/vm_share.hpp"
 #include "ssh/client.hpp"
@@ -176,19 +175,7 @@ asio::awaitable<void> VmService::recover() {
     // Dead: free what it held, report stopped (final), drop the state.
     spdlog::info("VM {}: QEMU not running on runner start; cleaning up", id);
     const VmState st = f.state;
-    const VmPaths paths = vm_paths(instances, run_dir, id);
-    auto cleanup = [st, paths] {
-      Vfio vfio;
-      for (const auto& addr : st.gpu_pci_addresses)
-        for (const auto& e : vfio.unbind_group(addr)) spdlog::warn("VM {}: unbind: {}", st.task_id, e);
-      if (!st.tap_device.empty()) delete_tap(st.tap_device);
-      std::error_code ec;
-      fs::remove(paths.qmp_socket, ec);
-      fs::remove(paths.pid_file, ec);
-      fs::remove(paths.state_json, ec);
-    };
-    co_await run_blocking(cleanup);
-    if (st.network_mode == "overlay" && st.overlay_token) co_await release_overlay_ip(*st.overlay_token);
+    co_await free_vm_resources(st, vm_paths(instances, run_dir, id));
     json r = f.ending ? status_body(id, f.ending->status, std::nullopt, f.ending->message, std::nullopt, true)
                       : status_body(id, "stopped", -1,
                                     std::string("VM not running on runner startup (runner or machine restarted)."),

@@ -177,7 +177,12 @@ void VmService::release_network(const VmState& state) {
     if (state.overlay_token) asio::co_spawn(ex_, release_overlay_ip(*state.overlay_token), asio::detached);
     return;
   }
-  if (pool_ && !state.vm_ip.empty()) pool_->release(state.vm_ip);
+  if (!pool_ || state.vm_ip.empty()) return;
+  // A stale record (a dead VM found at startup) must not free an address
+  // that a tracked VM holds.
+  for (const auto& [id, vm] : vms_)
+    if (id != state.task_id && vm->state.vm_ip == state.vm_ip) return;
+  pool_->release(state.vm_ip);
 }
 
 bool VmService::from_vm(const VmPtr& vm, const HttpRequest& req) const {
