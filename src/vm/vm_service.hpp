@@ -182,6 +182,7 @@ class VmService : public vps::VmBackend {
   // overlay reservation released. Call after the VM left vms_.
   boost::asio::awaitable<void> free_vm_resources(VmState st, VmPaths paths);
   boost::asio::awaitable<void> watchdog(VmPtr vm, std::uint64_t generation, int seconds);
+  // ---- vm_restart.cpp (§11.3, V8)
   boost::asio::awaitable<void> restart_in_background(VmPtr vm);
   // §9: logs whether the restarted instance's agent came back.
   boost::asio::awaitable<void> restart_watch(VmPtr vm, std::uint64_t generation);
