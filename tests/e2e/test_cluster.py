@@ -67,6 +67,13 @@ def test_status_lists_every_node_online_with_its_own_docker(nodes):
         assert not set(mine) & set(main)
 
 
+def _text(p: Path) -> str:
+    try:
+        return p.read_text().strip()
+    except OSError:
+        return ""
+
+
 SERVE = ("mkdir -p /tmp/w && head -c 20000000 /dev/urandom > /tmp/w/f && "
          "md5sum /tmp/w/f | cut -c1-32 > /shared/krc-test/{name}.md5 && exec httpd -f -p 5000 -h /tmp/w")
 
@@ -86,7 +93,7 @@ def test_overlay_across_nodes_tcp_byte_exact_icmp_and_reserved_ip(nodes):
     vps_ip = overlay_ip(3, container_name(vps, vps=True))
     node_docker(3, "exec", "-d", container_name(vps, vps=True), "sh", "-c", SERVE.format(name="srv3"))
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not all((OUT / f"srv{k}.md5").exists() for k in (2, 3)):
+    while time.monotonic() < deadline and not all(len(_text(OUT / f"srv{k}.md5")) == 32 for k in (2, 3)):
         time.sleep(0.2)
     client = run_sh(1, f"ping -c 2 -W 5 {reserved} && ping -c 2 -W 5 {vps_ip} && "
                        f"wget -q -O - http://{reserved}:5000/f | md5sum | cut -c1-32 > /shared/krc-test/got2.md5 && "
@@ -243,7 +250,8 @@ def test_vm_on_one_node_reaches_a_container_on_another_and_survives_a_runner_sig
     try:
         wait_status(server, "running", timeout=180)
         server_ip = overlay_ip(2, container_name(server))
-        wait_until(lambda: (OUT / "vmsrv.md5").exists(), timeout=60, what="the server's file")
+        md5 = OUT / "vmsrv.md5"
+        wait_until(lambda: md5.exists() and len(md5.read_text().strip()) == 32, timeout=60, what="the server's file")
         want = (OUT / "vmsrv.md5").read_text().strip()
         wait_status(vm, "running", timeout=VM_BOOT_LIMIT)
         status, info = runner_call(1, "GET", f"/api/vps/{vm}/vm-status")
