@@ -22,13 +22,13 @@
 #include <boost/asio/io_context.hpp>
 #include <nlohmann/json.hpp>
 
+#include "access/access_setup.hpp"
 #include "api/access_policy.hpp"
 #include "cli/doctor_migration.hpp"
 #include "cli/init_commands.hpp"
 #include "docker/docker_client.hpp"
 #include "monitor/nvml.hpp"
 #include "monitor/vm_capability.hpp"
-#include "access/access_setup.hpp"
 
 namespace kr::cli {
 

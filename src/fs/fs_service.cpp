@@ -15,8 +15,8 @@
 #include "fs/fs_parse.hpp"
 #include "fs/fs_paths.hpp"
 #include "fs/read_answer.hpp"
-#include "workload/exec.hpp"
 #include "store/state_store.hpp"
+#include "workload/exec.hpp"
 
 namespace kr::fs {
 

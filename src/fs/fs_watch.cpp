@@ -14,8 +14,8 @@
 #include "fs/fs_parse.hpp"
 #include "fs/fs_paths.hpp"
 #include "fs/fs_service.hpp"
-#include "workload/exec.hpp"
 #include "ssh/stream.hpp"
+#include "workload/exec.hpp"
 
 namespace kr::fs {
 

@@ -14,6 +14,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "access/access_setup.hpp"
 #include "api/access_policy.hpp"
 #include "api/http_server.hpp"
 #include "common/owned_io_context.hpp"
@@ -23,7 +24,6 @@
 #include "host_link/host_link.hpp"
 #include "overlay/overlay_manager.hpp"
 #include "metrics/metrics.hpp"
-#include "access/access_setup.hpp"
 #include "runner/node_reporter.hpp"
 #include "runner/sd_notify.hpp"
 #include "runner/tunnel_lookup.hpp"

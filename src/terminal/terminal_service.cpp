@@ -11,8 +11,8 @@
 #include "common/utf8.hpp"
 #include "docker/docker_error.hpp"
 #include "docker/exec.hpp"
-#include "workload/target.hpp"
 #include "ssh/stream.hpp"
+#include "workload/target.hpp"
 
 namespace kr::terminal {
 

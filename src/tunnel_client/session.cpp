@@ -27,9 +27,9 @@
 
 #include "tunnel/frame.hpp"
 #include "tunnel/ws_client_codec.hpp"
+#include "tunnel_client/client.hpp"
 #include "tunnel_client/log.hpp"
 #include "tunnel_client/out_buffer.hpp"
-#include "tunnel_client/client.hpp"
 
 namespace kr::tunnel_client {
 

@@ -10,10 +10,10 @@
 
 #include "common/blocking.hpp"
 #include "common/datetime.hpp"
+#include "ssh/client.hpp"
 #include "vm/process.hpp"
 #include "vm/vm_service.hpp"
 #include "vm/vm_share.hpp"
-#include "ssh/client.hpp"
 
 namespace kr::vm {
 

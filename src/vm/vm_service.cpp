@@ -15,11 +15,11 @@
 #include <spdlog/spdlog.h>
 
 #include "common/blocking.hpp"
-#include "ssh/client.hpp"
 #include "common/datetime.hpp"
 #include "common/log_rate_limiter.hpp"
 #include "host_link/status_update.hpp"
 #include "monitor/vm_capability.hpp"
+#include "ssh/client.hpp"
 #include "vm/process.hpp"
 #include "vm/qmp_client.hpp"
 #include "vm/validation.hpp"

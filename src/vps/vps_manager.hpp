@@ -19,8 +19,8 @@
 
 #include "api/router.hpp"
 #include "common/async_mutex.hpp"
-#include "config/config.hpp"
 #include "common/cancel_token.hpp"
+#include "config/config.hpp"
 #include "docker/docker_client.hpp"
 #include "service/stop_signal.hpp"
 #include "store/outbox.hpp"

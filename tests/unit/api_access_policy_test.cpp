@@ -1,9 +1,9 @@
 #include <gtest/gtest.h>
 
+#include "access/access_setup.hpp"
 #include "api/access_policy.hpp"
 #include "common/ip_network.hpp"
 #include "config/config.hpp"
-#include "access/access_setup.hpp"
 
 using kr::api::AccessPolicy;
 using kr::api::AccessRules;
