@@ -299,14 +299,17 @@ cmd_up() {
 cmd_status_quiet() { cmd_status >/dev/null 2>&1; }
 
 cmd_status() {
-  local state rc=0
-  state=$(host_state) || { echo "host: not reachable at $HOST_IP:$HOST_PORT"; return 1; }
+  local state_file rc=0
+  state_file=$(mktemp)
+  host_state >"$state_file" || { rm -f "$state_file"; echo "host: not reachable at $HOST_IP:$HOST_PORT"; return 1; }
   for k in $(nodes); do
     local line
-    line=$(python3 - "$state" "krc-n$k" <<'EOF'
-import json, sys, time
-s = json.loads(sys.argv[1])
-name = sys.argv[2]
+    # The state goes through a file, not an argument: after a
+    # long soak it is megabytes, beyond what an argument may hold.
+    line=$(KRC_STATE_FILE=$state_file python3 - "krc-n$k" <<'EOF'
+import json, os, sys, time
+s = json.load(open(os.environ["KRC_STATE_FILE"]))
+name = sys.argv[1]
 if isinstance(s, list):  # the upstream host's /api/nodes
     n = next((x for x in s if x.get("hostname") == name), None)
     if not n:
@@ -326,6 +329,7 @@ EOF
 ) || rc=1
     echo "$line"
   done
+  rm -f "$state_file"
   [ -n "$(nodes)" ] || { echo "no cluster (scripts/cluster.sh up)"; rc=1; }
   return $rc
 }
