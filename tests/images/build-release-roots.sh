@@ -7,15 +7,16 @@
 #                                                     (debootstrap --foreign: no emulation
 #                                                     needed; glibc 2.31 for qemu-aarch64 -L)
 # Cached by content: the tarballs under $KR_IMAGE_CACHE (default
-# /var/cache/kr-test) carry the sha of this script in their name, the images a
-# kr.recipe label; nothing is fetched again while both are there.
+# /var/cache/kr-test) carry the sha of their recipe (RECIPE below: bump it
+# when the way a root is made changes) in their name, the images a kr.recipe
+# label; nothing is fetched again while both are there.
 # Usage: build-release-roots.sh [amd64|arm64|all]   (default all); prints the arm64 sysroot.
 set -euo pipefail
+mirror=http://deb.debian.org/debian
 CACHE=${KR_IMAGE_CACHE:-/var/cache/kr-test}
 SUITES="bullseye bookworm trixie"
-recipe=$(sha256sum "$0" | cut -c1-16)
+RECIPE="debootstrap --variant=minbase from $mirror, apt caches emptied; v1"
 what=${1:-all}
-mirror=http://deb.debian.org/debian
 mkdir -p "$CACHE"
 
 bootstrap() {  # suite arch dir extra-args...
@@ -27,8 +28,10 @@ bootstrap() {  # suite arch dir extra-args...
     tail -20 "$log" >&2; exit 1; }
 }
 
+key() { echo "$RECIPE $*" | sha256sum | cut -c1-16; }
+
 amd64_root() {  # suite
-  local suite=$1 image="kr-test/release-root:$1"
+  local suite=$1 image="kr-test/release-root:$1" recipe; recipe=$(key "$1" amd64)
   local have; have=$(docker image inspect -f '{{index .Config.Labels "kr.recipe"}}' "$image" 2>/dev/null || true)
   [ "$have" = "$recipe" ] && return 0
   local tarball="$CACHE/release-root-$suite-amd64-$recipe.tar"
@@ -47,14 +50,14 @@ amd64_root() {  # suite
 }
 
 arm64_sysroot() {
-  local dir="$CACHE/arm64-sysroot-bullseye-$recipe"
+  local dir; dir="$CACHE/arm64-sysroot-bullseye-$(key bullseye arm64 --foreign)"
   if [ ! -e "$dir/lib/ld-linux-aarch64.so.1" ]; then
     rm -rf "$dir.tmp"; mkdir -p "$dir.tmp"
     bootstrap bullseye arm64 "$dir.tmp" --foreign
     # --foreign leaves the packages unpacked but not configured: glibc's
     # files (ld-linux, libc, libm, ...) are all that qemu-user's -L needs.
     rm -rf "$dir.tmp/var/cache/apt/archives/"*.deb "$dir.tmp/debootstrap/debootstrap.log"
-    find "$CACHE" -maxdepth 1 -name 'arm64-sysroot-bullseye-*' ! -name "$(basename "$dir")" -exec rm -rf {} +
+    find "$CACHE" -maxdepth 1 -name 'arm64-sysroot-bullseye-*' ! -name "$(basename "$dir")*" -exec rm -rf {} +
     mv "$dir.tmp" "$dir"
   fi
   echo "$dir"
