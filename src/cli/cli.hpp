@@ -14,20 +14,12 @@
 #include <string>
 #include <vector>
 
-#include "config/config.hpp"
+#include "config/runner_launch.hpp"
 
 namespace kr::cli {
 
-// What `runner` hands to the agent once the configuration is settled.
-struct RunnerLaunch {
-    config::RunnerConfig config;  // file values, then --bind/--port overrides
-    // The file that was loaded (as given or as found), or "built-in defaults".
-    std::string config_source;
-    // Non-fatal findings while loading ("<file>:<line>: ..."). run_cli has
-    // already printed them on stderr; they are kept so the agent can log them
-    // once its logger is configured.
-    std::vector<std::string> warnings;
-};
+// What `runner` hands to the agent (config/runner_launch.hpp).
+using config::RunnerLaunch;
 
 // "kohakuriver-runner <version>"
 std::string version_string();

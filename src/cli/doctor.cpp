@@ -22,13 +22,13 @@
 #include <boost/asio/io_context.hpp>
 #include <nlohmann/json.hpp>
 
+#include "access/access_setup.hpp"
 #include "api/access_policy.hpp"
 #include "cli/doctor_migration.hpp"
 #include "cli/init_commands.hpp"
 #include "docker/docker_client.hpp"
 #include "monitor/nvml.hpp"
 #include "monitor/vm_capability.hpp"
-#include "runner/access_setup.hpp"
 
 namespace kr::cli {
 
@@ -158,7 +158,7 @@ std::vector<CheckResult> check_docker(const config::RunnerConfig& cfg) {
       out.push_back(info("network", name + " does not exist yet; the runner creates it on start"));
       continue;
     }
-    auto nets = runner::ipam_networks(*inspect, name);
+    auto nets = access::ipam_networks(*inspect, name);
     std::string subnets;
     for (const auto& n : nets) subnets += (subnets.empty() ? "" : ", ") + n.network.to_string();
     if (name == cfg.docker_network_name) {
@@ -321,7 +321,7 @@ std::vector<CheckResult> check_vm(const config::RunnerConfig& cfg) {
 std::vector<CheckResult> check_policy(const config::RunnerConfig& cfg) {
   std::vector<CheckResult> out;
   try {
-    api::AccessPolicy policy(runner::access_rules_from_config(cfg));
+    api::AccessPolicy policy(access::access_rules_from_config(cfg));
     for (const auto& line : policy.describe()) out.push_back(info("policy", line));
     if (auto host = net::parse_ip(cfg.host_address)) {
       for (const auto& w : policy.rules().workload_networks)

@@ -13,7 +13,7 @@
 #include <optional>
 #include <system_error>
 
-#include "cli/paths.hpp"
+#include "common/paths.hpp"
 
 extern char** environ;
 

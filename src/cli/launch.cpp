@@ -3,7 +3,7 @@
 #include <filesystem>
 #include <system_error>
 
-#include "cli/paths.hpp"
+#include "common/paths.hpp"
 
 namespace kr::cli {
 

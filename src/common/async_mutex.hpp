@@ -13,7 +13,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include "docker/cancel_token.hpp"
+#include "common/cancel_token.hpp"
 
 namespace kr {
 
@@ -47,7 +47,7 @@ class AsyncMutex {
 
   // Like lock(), but gives up (nullopt) when `cancel` fires first: a task
   // killed while queued behind another task's image load stops waiting.
-  boost::asio::awaitable<std::optional<Guard>> lock(const docker::CancelToken& cancel) {
+  boost::asio::awaitable<std::optional<Guard>> lock(const CancelToken& cancel) {
     if (cancel.cancelled()) co_return std::nullopt;
     if (!locked_) {
       locked_ = true;

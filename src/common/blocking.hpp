@@ -41,7 +41,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include "docker/cancel_token.hpp"
+#include "common/cancel_token.hpp"
 
 namespace kr {
 
@@ -150,7 +150,7 @@ struct BlockingCall {
   BlockingCall(Handler h, Work w) : handler(std::move(h)), work(std::move(w)) {}
   std::optional<Handler> handler;  // touched on the caller's thread only
   std::weak_ptr<boost::asio::steady_timer> timer;
-  std::optional<docker::CancelToken> cancel;
+  std::optional<CancelToken> cancel;
   std::uint64_t cancel_sub = 0;
   std::mutex mu;  // guards work/abandoned (worker vs caller thread)
   std::optional<Work> work;
@@ -198,12 +198,12 @@ struct BlockingCall {
 // BlockingCancelled when `cancel` fires first (call from the io thread).
 template <class F, class R = std::invoke_result_t<F>>
 boost::asio::awaitable<R> run_blocking_for(BlockingLane& lane, std::chrono::milliseconds deadline, F f,
-                                           std::optional<docker::CancelToken> cancel = std::nullopt) {
+                                           std::optional<CancelToken> cancel = std::nullopt) {
   namespace asio = boost::asio;
   using Sig = typename detail::BlockingSignature<R>::type;
   return asio::async_initiate<const asio::use_awaitable_t<>, Sig>(
       [](auto handler, BlockingLane* lane, std::chrono::milliseconds deadline, F fn,
-         std::optional<docker::CancelToken> cancel) {
+         std::optional<CancelToken> cancel) {
         using H = decltype(handler);
         auto home = asio::get_associated_executor(handler);
         auto work = asio::prefer(home, asio::execution::outstanding_work.tracked);

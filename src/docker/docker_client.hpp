@@ -39,7 +39,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <nlohmann/json.hpp>
 
-#include "docker/cancel_token.hpp"
+#include "common/cancel_token.hpp"
 #include "docker/docker_error.hpp"
 
 namespace kr::docker {

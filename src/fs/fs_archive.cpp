@@ -139,7 +139,7 @@ struct TarPieces {
 
 }  // namespace
 
-asio::awaitable<ArchiveWrite> write_via_archive(docker::DockerClient& docker, const ContainerTarget& t,
+asio::awaitable<ArchiveWrite> write_via_archive(docker::DockerClient& docker, const workload::ContainerTarget& t,
                                                 const std::string& n, const WriteContent& content,
                                                 std::chrono::milliseconds deadline) {
   if (!archive_matches_exec_view(t.user, t.tmpfs, t.mounts, n)) co_return ArchiveWrite::UseExec;
@@ -185,7 +185,7 @@ asio::awaitable<ArchiveWrite> write_via_archive(docker::DockerClient& docker, co
   co_return ArchiveWrite::UseExec;
 }
 
-asio::awaitable<ArchiveRead> read_via_archive(docker::DockerClient& docker, const ContainerTarget& t,
+asio::awaitable<ArchiveRead> read_via_archive(docker::DockerClient& docker, const workload::ContainerTarget& t,
                                               const std::string& n, std::int64_t limit,
                                               std::chrono::milliseconds deadline, ReadSink* sink) {
   ArchiveRead out;

@@ -13,7 +13,7 @@
 
 #include <boost/asio/awaitable.hpp>
 
-#include "fs/container_target.hpp"
+#include "workload/target.hpp"
 
 namespace kr::docker {
 class DockerClient;
@@ -43,7 +43,7 @@ struct WriteContent {
 // a new one is root's 0644, as `cat >` under umask 022 makes it. Anything
 // else at `n` (symlink, directory, device) -> UseExec. Throws
 // DockerError{Kind::Timeout} when `deadline` passes.
-boost::asio::awaitable<ArchiveWrite> write_via_archive(docker::DockerClient& docker, const ContainerTarget& t,
+boost::asio::awaitable<ArchiveWrite> write_via_archive(docker::DockerClient& docker, const workload::ContainerTarget& t,
                                                        const std::string& n, const WriteContent& content,
                                                        std::chrono::milliseconds deadline);
 
@@ -65,7 +65,7 @@ class ReadSink {
 
 // Reads up to `limit` (>= 0) bytes of regular file `n`; stops the download
 // there. Throws DockerError{Kind::Timeout} when `deadline` passes.
-boost::asio::awaitable<ArchiveRead> read_via_archive(docker::DockerClient& docker, const ContainerTarget& t,
+boost::asio::awaitable<ArchiveRead> read_via_archive(docker::DockerClient& docker, const workload::ContainerTarget& t,
                                                      const std::string& n, std::int64_t limit,
                                                      std::chrono::milliseconds deadline, ReadSink* sink = nullptr);
 

@@ -14,8 +14,9 @@
 #include "fs/fs_archive.hpp"
 #include "fs/fs_parse.hpp"
 #include "fs/fs_paths.hpp"
-#include "fs/target_exec.hpp"
+#include "fs/read_answer.hpp"
 #include "store/state_store.hpp"
+#include "workload/exec.hpp"
 
 namespace kr::fs {
 
@@ -37,82 +38,6 @@ json message_path(const std::string& message, const std::string& path) {
   j["message"] = message;
   j["path"] = path;
   return j;
-}
-
-// Built by hand in upstream's key order: a 10 MiB base64 content needs no
-// escaping, and running it through the JSON serializer costs ~100 ms.
-std::string read_head(const std::string& n) {
-  return R"({"path":)" + json(n).dump(-1, ' ', false, json::error_handler_t::replace) + R"(,"content":)";
-}
-
-std::string read_tail(bool as_text, std::uint64_t size, bool truncated) {
-  return std::string(as_text ? R"(,"encoding":"utf-8")" : R"(,"encoding":"base64")") + R"(,"size":)" +
-         std::to_string(size) + R"(,"truncated":)" + (truncated ? "true" : "false") + "}";
-}
-
-// A base64 read answer built while the file arrives from dockerd (the
-// same text read_response makes): the buffer is sized once the file's
-// size is known and each piece is encoded into it in place, so nothing is
-// left to do when the last piece is in.
-class Base64Answer final : public ReadSink {
- public:
-  explicit Base64Answer(std::string head) : head_(std::move(head)) {}
-
-  void begin(std::uint64_t bytes, bool truncated) override {
-    tail_ = read_tail(false, bytes, truncated);
-    out_.resize(head_.size() + 2 + base64_encoded_size(static_cast<std::size_t>(bytes)) + tail_.size());
-    char* o = std::copy(head_.begin(), head_.end(), out_.data());
-    *o++ = '"';
-    start_ = static_cast<std::size_t>(o - out_.data());
-    encoder_.emplace(o);
-    expected_ = bytes;
-  }
-
-  void data(std::string_view piece) override {
-    if (!encoder_ || got_ + piece.size() > expected_) {
-      broken_ = true;
-      return;
-    }
-    got_ += piece.size();
-    encoder_->feed(piece);
-  }
-
-  // The answer, or nullopt when the pieces did not add up to the size.
-  std::optional<std::string> finish() {
-    if (!encoder_ || broken_ || got_ != expected_) return std::nullopt;
-    std::size_t pos = start_ + encoder_->finish();
-    out_[pos++] = '"';
-    std::copy(tail_.begin(), tail_.end(), out_.data() + pos);
-    if (pos + tail_.size() != out_.size()) return std::nullopt;
-    return std::move(out_);
-  }
-
- private:
-  std::string head_, tail_, out_;
-  std::size_t start_ = 0;
-  std::optional<Base64PieceEncoder> encoder_;
-  std::uint64_t expected_ = 0, got_ = 0;
-  bool broken_ = false;
-};
-
-HttpResponse read_response(const std::string& n, std::string bytes, bool want_text, bool truncated) {
-  const bool as_text = want_text && utf8_is_valid(bytes);
-  const std::string head = read_head(n);
-  const std::string tail = read_tail(as_text, bytes.size(), truncated);
-  std::string out;
-  if (as_text) {
-    out = head + json(bytes).dump() + tail;
-  } else {
-    // One allocation, the base64 written in place.
-    out.resize(head.size() + 2 + base64_encoded_size(bytes.size()) + tail.size());
-    char* o = out.data();
-    o = std::copy(head.begin(), head.end(), o);
-    *o++ = '"';
-    o += base64_encode_into(bytes, o);
-    *o++ = '"';
-    std::copy(tail.begin(), tail.end(), o);
-  }
-  return HttpResponse{200, std::move(out), "application/json", {}};
 }
 
 std::chrono::milliseconds time_left(std::chrono::steady_clock::time_point end) {
@@ -225,7 +150,7 @@ asio::awaitable<HttpResponse> FsService::guarded(HttpRequest& req, int op) {
   co_return HttpResponse::detail(500, "Docker API error: " + error->message);
 }
 
-asio::awaitable<docker::ExecResult> FsService::run(const ContainerTarget& t, std::vector<std::string> cmd,
+asio::awaitable<docker::ExecResult> FsService::run(const workload::ContainerTarget& t, std::vector<std::string> cmd,
                                                    Clock::time_point end, std::optional<std::string> stdin_data) {
   docker::RunOptions o;
   o.deadline = std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now());
@@ -233,7 +158,7 @@ asio::awaitable<docker::ExecResult> FsService::run(const ContainerTarget& t, std
     throw DockerError(DockerError::Kind::Timeout, 0, "filesystem operation deadline passed");
   o.stdin_data = std::move(stdin_data);
   o.max_stdout = static_cast<std::size_t>(kMaxReadBytes) + (1u << 20);
-  co_return co_await run_in_target(docker_, t, std::move(cmd), std::move(o));
+  co_return co_await workload::run_in_target(docker_, t, std::move(cmd), std::move(o));
 }
 
 // ---- list ------------------------------------------------------------------
@@ -245,7 +170,7 @@ asio::awaitable<HttpResponse> FsService::list(HttpRequest& req, Clock::time_poin
   if (!q.v.ok()) co_return HttpResponse::json(422, q.v.body());
   std::string n;
   if (auto bad = check_path(path, n)) co_return HttpResponse::detail(400, *bad);
-  auto look = co_await resolve_container(store_, docker_, *id);
+  auto look = co_await workload::resolve_container(store_, docker_, *id);
   if (!look.target) co_return HttpResponse::detail(look.status, look.message);
 
   auto r = co_await run(*look.target, ls_argv(n, show_hidden, true), end);
@@ -278,7 +203,7 @@ asio::awaitable<HttpResponse> FsService::read(HttpRequest& req, Clock::time_poin
   limit = std::min(limit, kMaxReadBytes);
   std::string n;
   if (auto bad = check_path(*path, n)) co_return HttpResponse::detail(400, *bad);
-  auto look = co_await resolve_container(store_, docker_, *id);
+  auto look = co_await workload::resolve_container(store_, docker_, *id);
   if (!look.target) co_return HttpResponse::detail(look.status, look.message);
 
   // A regular file (or a directory) the archive API sees as the exec would
@@ -372,7 +297,7 @@ asio::awaitable<HttpResponse> FsService::write(HttpRequest& req, Clock::time_poi
   }
   if (wc.size > static_cast<std::uint64_t>(kMaxWriteBytes))
     co_return HttpResponse::detail(413, "File too large. Maximum size is 52428800 bytes.");
-  auto look = co_await resolve_container(store_, docker_, *id);
+  auto look = co_await workload::resolve_container(store_, docker_, *id);
   if (!look.target) co_return HttpResponse::detail(look.status, look.message);
 
   const std::string dir = python_dirname(n);
@@ -440,7 +365,7 @@ asio::awaitable<HttpResponse> FsService::mkdir(HttpRequest& req, Clock::time_poi
   if (!v.ok()) co_return HttpResponse::json(422, v.body());
   std::string n;
   if (auto bad = check_path(*path, n)) co_return HttpResponse::detail(400, *bad);
-  auto look = co_await resolve_container(store_, docker_, *id);
+  auto look = co_await workload::resolve_container(store_, docker_, *id);
   if (!look.target) co_return HttpResponse::detail(look.status, look.message);
   std::vector<std::string> argv = {"mkdir"};
   if (parents) argv.push_back("-p");
@@ -472,7 +397,7 @@ asio::awaitable<HttpResponse> FsService::rename(HttpRequest& req, Clock::time_po
   std::string src, dst;
   if (auto bad = check_path(*source, src)) co_return HttpResponse::detail(400, *bad);
   if (auto bad = check_path(*destination, dst)) co_return HttpResponse::detail(400, *bad);
-  auto look = co_await resolve_container(store_, docker_, *id);
+  auto look = co_await workload::resolve_container(store_, docker_, *id);
   if (!look.target) co_return HttpResponse::detail(look.status, look.message);
   // Moving "/" or a mount root away is as destructive as deleting it.
   if (auto refused = check_delete_target(src, look.target->mounts)) co_return HttpResponse::detail(400, *refused);
@@ -506,7 +431,7 @@ asio::awaitable<HttpResponse> FsService::remove(HttpRequest& req, Clock::time_po
   std::string n;
   if (auto bad = check_path(*path, n)) co_return HttpResponse::detail(400, *bad);
   if (auto refused = check_delete_target(n, {})) co_return HttpResponse::detail(400, *refused);
-  auto look = co_await resolve_container(store_, docker_, *id);
+  auto look = co_await workload::resolve_container(store_, docker_, *id);
   if (!look.target) co_return HttpResponse::detail(look.status, look.message);
   if (auto refused = check_delete_target(n, look.target->mounts)) co_return HttpResponse::detail(400, *refused);
   std::vector<std::string> argv = {"rm", recursive ? "-rf" : "-f", n};
@@ -531,7 +456,7 @@ asio::awaitable<HttpResponse> FsService::stat(HttpRequest& req, Clock::time_poin
   if (!q.v.ok()) co_return HttpResponse::json(422, q.v.body());
   std::string n;
   if (auto bad = check_path(*path, n)) co_return HttpResponse::detail(400, *bad);
-  auto look = co_await resolve_container(store_, docker_, *id);
+  auto look = co_await workload::resolve_container(store_, docker_, *id);
   if (!look.target) co_return HttpResponse::detail(look.status, look.message);
   auto r = co_await run(*look.target, stat_full_argv(n, true), end);
   if (r.exit_code != 0 && contains(r.err, "unrecognized option"))

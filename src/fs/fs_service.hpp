@@ -13,7 +13,7 @@
 
 #include "api/router.hpp"
 #include "docker/exec.hpp"
-#include "fs/container_target.hpp"
+#include "workload/target.hpp"
 
 namespace kr::store {
 class StateStore;
@@ -43,7 +43,7 @@ class FsService {
   awaitable<Response> stat(api::HttpRequest& req, Clock::time_point end);
   awaitable<void> watch(api::WebSocket& ws);
 
-  awaitable<docker::ExecResult> run(const ContainerTarget& t, std::vector<std::string> cmd,
+  awaitable<docker::ExecResult> run(const workload::ContainerTarget& t, std::vector<std::string> cmd,
                                     Clock::time_point end, std::optional<std::string> stdin_data = std::nullopt);
 
   docker::DockerClient& docker_;

@@ -14,8 +14,8 @@
 #include "fs/fs_parse.hpp"
 #include "fs/fs_paths.hpp"
 #include "fs/fs_service.hpp"
-#include "fs/target_exec.hpp"
-#include "vm/ssh_stream.hpp"
+#include "ssh/stream.hpp"
+#include "workload/exec.hpp"
 
 namespace kr::fs {
 
@@ -138,7 +138,7 @@ asio::awaitable<void> pump_inotify(api::WebSocket* ws, std::shared_ptr<docker::E
 }
 
 // VM: stdout and stderr arrive apart on the SSH channel.
-asio::awaitable<void> pump_inotify_ssh(api::WebSocket* ws, std::shared_ptr<vm::SshStream> stream,
+asio::awaitable<void> pump_inotify_ssh(api::WebSocket* ws, std::shared_ptr<ssh::SshStream> stream,
                                        std::shared_ptr<DoneFlag> done, std::string watching) {
   InotifyParser p(std::move(watching));
   bool ok = true;
@@ -155,33 +155,33 @@ struct Snapshot {
   std::map<std::string, std::string> entries;
 };
 
-asio::awaitable<Snapshot> scan(docker::DockerClient* docker, ContainerTarget t, std::string path) {
+asio::awaitable<Snapshot> scan(docker::DockerClient* docker, workload::ContainerTarget t, std::string path) {
   Snapshot s;
-  auto r = co_await run_in_target(*docker, t, find_snapshot_argv(path, true), quick());
+  auto r = co_await workload::run_in_target(*docker, t, find_snapshot_argv(path, true), quick());
   if (r.exit_code == 0) {
     s.entries = parse_find_snapshot(r.out, true);
     co_return s;
   }
   // BusyBox find has no -printf: stat gives the mtime instead (seconds).
   std::vector<std::string> argv = {"find", path, "-maxdepth", "3", "-exec", "stat", "-c", "%n|%Y", "{}", "+"};
-  r = co_await run_in_target(*docker, t, std::move(argv), quick());
+  r = co_await workload::run_in_target(*docker, t, std::move(argv), quick());
   if (r.exit_code == 0) {
     s.entries = parse_find_snapshot(r.out, true);
     co_return s;
   }
-  r = co_await run_in_target(*docker, t, find_snapshot_argv(path, false), quick());
+  r = co_await workload::run_in_target(*docker, t, find_snapshot_argv(path, false), quick());
   if (r.exit_code == 0) s.entries = parse_find_snapshot(r.out, false);
   co_return s;
 }
 
-asio::awaitable<bool> is_dir(docker::DockerClient* docker, ContainerTarget t, std::string path) {
+asio::awaitable<bool> is_dir(docker::DockerClient* docker, workload::ContainerTarget t, std::string path) {
   if (!path.empty() && path.back() == '/') co_return true;
   std::vector<std::string> argv = {"test", "-d", path};
-  auto r = co_await run_in_target(*docker, t, std::move(argv), quick());
+  auto r = co_await workload::run_in_target(*docker, t, std::move(argv), quick());
   co_return r.exit_code == 0;
 }
 
-asio::awaitable<void> poll_loop(api::WebSocket* ws, docker::DockerClient* docker, ContainerTarget target,
+asio::awaitable<void> poll_loop(api::WebSocket* ws, docker::DockerClient* docker, workload::ContainerTarget target,
                                 std::vector<std::string> paths, std::shared_ptr<DoneFlag> stop,
                                 std::shared_ptr<DoneFlag> done) {
   std::map<std::string, Snapshot> prev;
@@ -248,14 +248,14 @@ asio::awaitable<void> client_loop(api::WebSocket& ws, std::shared_ptr<DoneFlag> 
 asio::awaitable<void> FsService::watch(api::WebSocket& ws) {
   api::Validation v;
   auto id = api::path_int(ws.request().path_params.at("task_id"), "task_id", v);
-  auto look = co_await resolve_container(store_, docker_, *id);
+  auto look = co_await workload::resolve_container(store_, docker_, *id);
   if (!look.target) {
     std::string message = look.message;
     if (look.status == 404 && message == "Container not found.") message = "Failed to connect to container: " + message;
     co_await ws.send(error_msg(message));
     co_return;
   }
-  const ContainerTarget target = *look.target;
+  const workload::ContainerTarget target = *look.target;
   const std::string container = target.is_vm() ? "vm-" + std::to_string(target.task_id) : target.container;
   auto q = ws.request().query_params.find("paths");
   std::vector<std::string> requested =
@@ -269,7 +269,7 @@ asio::awaitable<void> FsService::watch(api::WebSocket& ws) {
     }
     std::vector<std::string> argv = {"test", "-d", n};
     try {
-      auto r = co_await run_in_target(docker_, target, std::move(argv), quick());
+      auto r = co_await workload::run_in_target(docker_, target, std::move(argv), quick());
       if (r.exit_code == 0) valid.push_back(n);
     } catch (const DockerError& e) {
       spdlog::warn("watch {}: checking {} failed: {}", container, n, e.message);
@@ -280,21 +280,20 @@ asio::awaitable<void> FsService::watch(api::WebSocket& ws) {
     co_return;
   }
   std::vector<std::string> which = {"which", "inotifywait"};
-  auto probe = co_await run_in_target(docker_, target, std::move(which), quick());
+  auto probe = co_await workload::run_in_target(docker_, target, std::move(which), quick());
   const bool inotify = probe.exit_code == 0;
   if (!inotify) co_await ws.send(watching_msg(valid, inotify));
 
   auto producer_done = std::make_shared<DoneFlag>();
   auto ex = co_await asio::this_coro::executor;
   if (inotify && target.is_vm()) {
-    std::shared_ptr<vm::SshStream> stream;
+    std::shared_ptr<ssh::SshStream> stream;
     std::string why;
     try {
-      vm::SshStreamSpec spec;
-      spec.target.host = target.vm_ip;
-      spec.target.key = vm::runner_key_path();
-      spec.command = vm::join_command(inotify_argv(valid));
-      stream = co_await vm::SshStream::open(std::move(spec));
+      ssh::SshStreamSpec spec;
+      spec.target = workload::vm_ssh_target(target.vm_ip);
+      spec.command = ssh::join_command(inotify_argv(valid));
+      stream = co_await ssh::SshStream::open(std::move(spec));
     } catch (const std::exception& e) {
       why = e.what();
     }

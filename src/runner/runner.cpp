@@ -14,6 +14,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "access/access_setup.hpp"
 #include "api/access_policy.hpp"
 #include "api/http_server.hpp"
 #include "common/owned_io_context.hpp"
@@ -23,7 +24,6 @@
 #include "host_link/host_link.hpp"
 #include "overlay/overlay_manager.hpp"
 #include "metrics/metrics.hpp"
-#include "runner/access_setup.hpp"
 #include "runner/node_reporter.hpp"
 #include "runner/sd_notify.hpp"
 #include "runner/tunnel_lookup.hpp"
@@ -135,7 +135,7 @@ static void start_acs_override(const config::RunnerConfig& cfg) {
   }).detach();
 }
 
-int run_runner(cli::RunnerLaunch& launch) {
+int run_runner(config::RunnerLaunch& launch) {
   const config::RunnerConfig& cfg = launch.config;
   setup_logging(cfg);
   spdlog::info("Starting KohakuRiver Runner {} (config: {})", KR_VERSION, launch.config_source);
@@ -255,7 +255,7 @@ int run_runner(cli::RunnerLaunch& launch) {
     gateway_listener.emplace(io, tunnel_hub, cfg.docker_network_gateway, static_cast<uint16_t>(cfg.runner_port));
 
   // Source-address policy: containers and VMs off the control API.
-  api::AccessPolicy access(access_rules_from_config(cfg));
+  api::AccessPolicy access(access::access_rules_from_config(cfg));
   for (const auto& line : access.describe()) spdlog::info("Source-address policy: {}", line);
   StopSignal access_stop(io.get_executor());
 
@@ -312,7 +312,7 @@ int run_runner(cli::RunnerLaunch& launch) {
   vps_manager.start();
   vm_service.start();
   link.start();
-  asio::co_spawn(io, follow_docker_networks(docker, access, cfg, access_stop), asio::detached);
+  asio::co_spawn(io, access::follow_docker_networks(docker, access, cfg, access_stop), asio::detached);
   notify_systemd("READY=1");
   if (watchdog) watchdog->start();
 

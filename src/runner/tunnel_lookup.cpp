@@ -6,7 +6,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "cli/paths.hpp"
+#include "common/paths.hpp"
 
 namespace kr::runner {
 
@@ -49,7 +49,7 @@ std::optional<std::string> find_tunnel_client(const config::RunnerConfig& cfg) {
   }
   for (const auto& c : candidates)
     if (regular(c)) return absolute(c);
-  if (auto on_path = cli::find_in_path("tunnel-client")) return absolute(*on_path);
+  if (auto on_path = find_in_path("tunnel-client")) return absolute(*on_path);
   spdlog::info("tunnel-client not found; containers get the tunnel variables but no client");
   return std::nullopt;
 }

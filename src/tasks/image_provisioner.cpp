@@ -58,7 +58,7 @@ AsyncMutex& ImageProvisioner::lock_for(const std::string& env_name) {
 }
 
 boost::asio::awaitable<SyncOutcome> ImageProvisioner::ensure_registry_image(std::string ref,
-                                                                            docker::CancelToken cancel) {
+                                                                            CancelToken cancel) {
   SyncOutcome out;
   bool present = false;
   try {
@@ -104,7 +104,7 @@ boost::asio::awaitable<SyncOutcome> ImageProvisioner::ensure_registry_image(std:
 }
 
 boost::asio::awaitable<SyncOutcome> ImageProvisioner::sync_environment(std::string env_name,
-                                                                       docker::CancelToken cancel) {
+                                                                       CancelToken cancel) {
   SyncOutcome out;
   // The name comes from a request: validated before it keys the lock map,
   // and the entry goes when nobody holds or waits for it (issue 6: no map
@@ -136,7 +136,7 @@ void ImageProvisioner::forget_lock_if_idle(const std::string& env_name) {
 }
 
 boost::asio::awaitable<SyncOutcome> ImageProvisioner::sync_locked(const std::string& env_name,
-                                                                  docker::CancelToken cancel) {
+                                                                  CancelToken cancel) {
   SyncOutcome out;
   const std::string image = env_image_reference(env_name);
   const auto timeout = std::chrono::seconds(cfg_.docker_image_sync_timeout);

@@ -41,10 +41,10 @@ class ImageProvisioner {
   // Registry image: absent → pull (600 s); `latest`/untagged and present →
   // refresh pull with the short deadline, local copy on failure.
   // `cancel` aborts a pull (a kill during provisioning).
-  boost::asio::awaitable<SyncOutcome> ensure_registry_image(std::string ref, docker::CancelToken cancel = {});
+  boost::asio::awaitable<SyncOutcome> ensure_registry_image(std::string ref, CancelToken cancel = {});
   // Environment image kohakuriver/<env>:base, synced from the tarball dir.
   // `cancel` aborts the wait for the lock and a load.
-  boost::asio::awaitable<SyncOutcome> sync_environment(std::string env_name, docker::CancelToken cancel = {});
+  boost::asio::awaitable<SyncOutcome> sync_environment(std::string env_name, CancelToken cancel = {});
 
   // True when a registry reference names no tag or `latest` (and no
   // digest): such an image is refreshed on every use.
@@ -54,7 +54,7 @@ class ImageProvisioner {
   std::size_t lock_count() const { return locks_.size(); }
 
  private:
-  boost::asio::awaitable<SyncOutcome> sync_locked(const std::string& env_name, docker::CancelToken cancel);
+  boost::asio::awaitable<SyncOutcome> sync_locked(const std::string& env_name, CancelToken cancel);
   AsyncMutex& lock_for(const std::string& env_name);
   void forget_lock_if_idle(const std::string& env_name);
 

@@ -5,14 +5,6 @@
 namespace kr::tasks {
 namespace {
 
-// shlex's safe set is `[\w@%+=:,./-]` compiled with re.ASCII, so every byte
-// of a non-ASCII character makes the string "unsafe" and quoted.
-bool is_shell_safe(unsigned char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-         c == '@' || c == '%' || c == '+' || c == '=' || c == ':' || c == ',' || c == '.' || c == '/' ||
-         c == '-';
-}
-
 // CPython's Py_UNICODE_ISSPACE: what str.strip() removes by default.
 bool is_python_space(char32_t cp) {
   return (cp >= 0x09 && cp <= 0x0D) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 ||
@@ -64,26 +56,6 @@ char32_t decode_at(std::string_view s, std::size_t i, std::size_t len) {
 }
 
 }  // namespace
-
-std::string shell_quote(std::string_view s) {
-  if (s.empty()) return "''";
-  bool safe = true;
-  for (char c : s)
-    if (!is_shell_safe(static_cast<unsigned char>(c))) {
-      safe = false;
-      break;
-    }
-  if (safe) return std::string(s);
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'')
-      out += "'\"'\"'";
-    else
-      out += c;
-  }
-  out += '\'';
-  return out;
-}
 
 std::string build_task_script(std::string_view command, const std::vector<std::string>& arguments,
                               std::string_view container_stdout, std::string_view container_stderr,

@@ -7,14 +7,16 @@
 #include <string_view>
 #include <vector>
 
+#include "common/shell_quote.hpp"
+
 namespace kr::tasks {
 
 // Where the tunnel client binary is mounted inside task containers (§1.8).
 inline constexpr std::string_view kTunnelClientContainerPath = "/usr/local/bin/tunnel-client";
 
-// Python `shlex.quote`: "" -> '', a string of only ASCII [A-Za-z0-9_@%+=:,./-]
-// unchanged, anything else single-quoted with each ' written as '"'"'.
-std::string shell_quote(std::string_view s);
+// Python `shlex.quote` (common/shell_quote.hpp), named here for the
+// task-script callers.
+using kr::shell_quote;
 
 // `exec <command> <quoted args> > <Q(stdout)> 2> <Q(stderr)>`, optionally
 // prefixed by the tunnel-client start-up (`tunnel` = client binary found).

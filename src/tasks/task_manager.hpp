@@ -88,7 +88,7 @@ class TaskManager {
     bool killed = false;     // host kill (recorded in the store first)
     bool watching = false;  // the container runs (or ran) and is being watched
     bool enforcing_kill = false;  // a kill retry loop is running
-    docker::CancelToken provisioning;  // a kill aborts the pull/load/lock wait
+    CancelToken provisioning;  // a kill aborts the pull/load/lock wait
     std::string image_warning;  // e.g. stale local copy of a :latest image
   };
   using TaskPtr = std::shared_ptr<Task>;

@@ -11,8 +11,8 @@
 #include "common/utf8.hpp"
 #include "docker/docker_error.hpp"
 #include "docker/exec.hpp"
-#include "fs/container_target.hpp"
-#include "vm/ssh_stream.hpp"
+#include "ssh/stream.hpp"
+#include "workload/target.hpp"
 
 namespace kr::terminal {
 
@@ -125,7 +125,7 @@ asio::awaitable<bool> handle_client_message(docker::DockerClient& docker, const 
 // ---- VMs (execution.md §7.4): an interactive shell over SSH ---------------
 
 struct VmShared {
-  std::unique_ptr<vm::SshStream> stream;
+  std::unique_ptr<ssh::SshStream> stream;
   bool first_message_seen = false;
   std::shared_ptr<DoneFlag> pump_done = std::make_shared<DoneFlag>();
 };
@@ -152,7 +152,7 @@ asio::awaitable<void> pump_vm_output(api::WebSocket* ws, std::shared_ptr<VmShare
 
 // Same message protocol as the Docker path (input, resize; invalid JSON
 // ignored); false when the message's shape ends the session.
-bool handle_vm_message(vm::SshStream& stream, const api::WsMessage& m) {
+bool handle_vm_message(ssh::SshStream& stream, const api::WsMessage& m) {
   const ClientMessage c = parse_client_message(m);
   if (c.kind == ClientMessage::Kind::End) return false;
   if (c.kind == ClientMessage::Kind::Input) stream.write(c.data);
@@ -164,11 +164,10 @@ asio::awaitable<void> vm_session(api::WebSocket& ws, std::int64_t id, std::strin
   auto sh = std::make_shared<VmShared>();
   std::string why;
   try {
-    vm::SshStreamSpec spec;
-    spec.target.host = vm_ip;
-    spec.target.key = vm::runner_key_path();
+    ssh::SshStreamSpec spec;
+    spec.target = workload::vm_ssh_target(vm_ip);
     spec.connect_timeout = std::chrono::seconds(15);
-    sh->stream = co_await vm::SshStream::open(std::move(spec));  // 80x24 until the client's resize
+    sh->stream = co_await ssh::SshStream::open(std::move(spec));  // 80x24 until the client's resize
   } catch (const std::exception& e) {
     why = e.what();
   }
@@ -211,7 +210,7 @@ void TerminalService::add_routes(api::Router& r) {
 asio::awaitable<void> TerminalService::session(api::WebSocket& ws) {
   api::Validation v;
   const std::int64_t id = *api::path_int(ws.request().path_params.at("task_id"), "task_id", v);
-  auto look = co_await fs::resolve_container(store_, docker_, id);
+  auto look = co_await workload::resolve_container(store_, docker_, id);
   if (!look.target) {
     co_await ws.send(frame("error", look.message));
     const bool internal = look.docker_unreachable || look.status >= 500;

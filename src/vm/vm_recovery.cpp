@@ -10,11 +10,10 @@
 
 #include "common/blocking.hpp"
 #include "common/datetime.hpp"
+#include "ssh/client.hpp"
 #include "vm/process.hpp"
-#include "vm/vfio.hpp"
 #include "vm/vm_service.hpp"
 #include "vm/vm_share.hpp"
-#include "vm/ssh_client.hpp"
 
 namespace kr::vm {
 
@@ -75,8 +74,8 @@ void VmService::start() {
 asio::awaitable<void> VmService::recover() {
   // The runner's SSH key (vm.md §1): made at startup when missing, so the
   // first VM's seed carries it and terminal/filesystem access works.
-  auto make_key = [] { return runner_public_key_line(); };
-  if (!(co_await run_blocking(make_key)).empty()) spdlog::debug("runner SSH key: {}", runner_key_path().string());
+  auto make_key = [] { return ssh::runner_public_key_line(); };
+  if (!(co_await run_blocking(make_key)).empty()) spdlog::debug("runner SSH key: {}", ssh::runner_key_path().string());
   std::vector<Found> found;
   std::optional<std::string> error;
   try {
@@ -176,19 +175,7 @@ asio::awaitable<void> VmService::recover() {
     // Dead: free what it held, report stopped (final), drop the state.
     spdlog::info("VM {}: QEMU not running on runner start; cleaning up", id);
     const VmState st = f.state;
-    const VmPaths paths = vm_paths(instances, run_dir, id);
-    auto cleanup = [st, paths] {
-      Vfio vfio;
-      for (const auto& addr : st.gpu_pci_addresses)
-        for (const auto& e : vfio.unbind_group(addr)) spdlog::warn("VM {}: unbind: {}", st.task_id, e);
-      if (!st.tap_device.empty()) delete_tap(st.tap_device);
-      std::error_code ec;
-      fs::remove(paths.qmp_socket, ec);
-      fs::remove(paths.pid_file, ec);
-      fs::remove(paths.state_json, ec);
-    };
-    co_await run_blocking(cleanup);
-    if (st.network_mode == "overlay" && st.overlay_token) co_await release_overlay_ip(*st.overlay_token);
+    co_await free_vm_resources(st, vm_paths(instances, run_dir, id));
     json r = f.ending ? status_body(id, f.ending->status, std::nullopt, f.ending->message, std::nullopt, true)
                       : status_body(id, "stopped", -1,
                                     std::string("VM not running on runner startup (runner or machine restarted)."),

@@ -174,9 +174,15 @@ class VmService : public vps::VmBackend {
   // killed again in the background until it is gone (false).
   boost::asio::awaitable<bool> end_vm(VmPtr vm, std::chrono::milliseconds grace);
   boost::asio::awaitable<void> keep_ending(VmPtr vm);
-  // QEMU is gone: free VFIO, TAP, IP, socket, state file; final report.
+  // QEMU is gone: untracked, free_vm_resources, final report.
   boost::asio::awaitable<void> finish_ending(VmPtr vm);
+  // The one clean-up of a VM whose QEMU is gone (an ending, or a dead VM
+  // found at startup): VFIO groups back to their host drivers, TAP deleted,
+  // QMP socket, pid file and state file removed, the pool address or the
+  // overlay reservation released. Call after the VM left vms_.
+  boost::asio::awaitable<void> free_vm_resources(VmState st, VmPaths paths);
   boost::asio::awaitable<void> watchdog(VmPtr vm, std::uint64_t generation, int seconds);
+  // ---- vm_restart.cpp (§11.3, V8)
   boost::asio::awaitable<void> restart_in_background(VmPtr vm);
   // §9: logs whether the restarted instance's agent came back.
   boost::asio::awaitable<void> restart_watch(VmPtr vm, std::uint64_t generation);

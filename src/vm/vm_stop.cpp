@@ -112,19 +112,7 @@ asio::awaitable<void> VmService::finish_ending(VmPtr vm) {
   if (vm->ssh_proxy) vm->ssh_proxy->stop();
   vm->gone = true;
   vms_.erase(id);
-  const VmState st = vm->state;
-  const VmPaths paths = vm->paths;
-  auto cleanup = [st, paths] {
-    Vfio vfio;
-    for (const auto& addr : st.gpu_pci_addresses)
-      for (const auto& e : vfio.unbind_group(addr)) spdlog::warn("VM {}: unbind: {}", st.task_id, e);
-    if (!st.tap_device.empty()) delete_tap(st.tap_device);
-    std::error_code ec;
-    fs::remove(paths.qmp_socket, ec);
-    fs::remove(paths.state_json, ec);
-  };
-  co_await run_blocking(cleanup);
-  release_network(st);
+  co_await free_vm_resources(vm->state, vm->paths);
   const VmEnding ending = vm->ending.value_or(stop_ending());
   json r = status_body(id, ending.status, std::nullopt, ending.message, std::nullopt, true);
   bool durable = false;
@@ -135,6 +123,21 @@ asio::awaitable<void> VmService::finish_ending(VmPtr vm) {
   }
   if (!durable) co_await report(id, r, true);
   spdlog::info("VM {} ended ({})", id, ending.status);
+}
+
+asio::awaitable<void> VmService::free_vm_resources(VmState st, VmPaths paths) {
+  auto cleanup = [st, paths] {
+    Vfio vfio;
+    for (const auto& addr : st.gpu_pci_addresses)
+      for (const auto& e : vfio.unbind_group(addr)) spdlog::warn("VM {}: unbind: {}", st.task_id, e);
+    if (!st.tap_device.empty()) delete_tap(st.tap_device);
+    std::error_code ec;
+    fs::remove(paths.qmp_socket, ec);
+    fs::remove(paths.pid_file, ec);  // QEMU is gone: its pid may be reused
+    fs::remove(paths.state_json, ec);
+  };
+  co_await run_blocking(cleanup);
+  release_network(st);
 }
 
 }  // namespace kr::vm

@@ -19,8 +19,8 @@
 
 #include "api/router.hpp"
 #include "common/async_mutex.hpp"
+#include "common/cancel_token.hpp"
 #include "config/config.hpp"
-#include "docker/cancel_token.hpp"
 #include "docker/docker_client.hpp"
 #include "service/stop_signal.hpp"
 #include "store/outbox.hpp"
@@ -136,7 +136,7 @@ class VpsManager {
   boost::asio::any_io_executor ex_;
   VpsManagerDeps deps_;
   StopSignal stop_;
-  docker::CancelToken events_cancel_;
+  CancelToken events_cancel_;
   AsyncMutex snapshot_mu_;
   std::map<int64_t, VpsPtr> vps_;
   VmBackend* vm_ = nullptr;

@@ -1,9 +1,9 @@
 #include <gtest/gtest.h>
 
+#include "access/access_setup.hpp"
 #include "api/access_policy.hpp"
 #include "common/ip_network.hpp"
 #include "config/config.hpp"
-#include "runner/access_setup.hpp"
 
 using kr::api::AccessPolicy;
 using kr::api::AccessRules;
@@ -137,13 +137,13 @@ TEST(AccessPolicy, CheckAnswersFastApi403AndLearnsNetworks) {
 
 TEST(AccessPolicy, RulesFromConfig) {
   kr::config::RunnerConfig cfg;
-  auto r = kr::runner::access_rules_from_config(cfg);
+  auto r = kr::access::access_rules_from_config(cfg);
   ASSERT_EQ(r.workload_networks.size(), 2u);  // overlay disabled by default
   EXPECT_EQ(r.workload_networks[0].network.to_string(), "172.30.0.0/16");
   EXPECT_EQ(r.workload_networks[1].network.to_string(), "10.200.0.0/24");
   cfg.overlay_enabled = true;
   cfg.api_allowed_clients = {"10.0.0.1", "10.1.0.0/16"};
-  r = kr::runner::access_rules_from_config(cfg);
+  r = kr::access::access_rules_from_config(cfg);
   ASSERT_EQ(r.workload_networks.size(), 3u);
   EXPECT_EQ(r.workload_networks[2].network.to_string(), "10.128.0.0/12");
   EXPECT_EQ(r.workload_networks[2].source, "OVERLAY_SUBNET");
@@ -154,11 +154,11 @@ TEST(AccessPolicy, RulesFromConfig) {
 TEST(AccessPolicy, IpamSubnetsFromDockerInspect) {
   auto j = nlohmann::json::parse(R"({"Name":"kohakuriver-net","IPAM":{"Driver":"default","Config":[
       {"Subnet":"172.30.0.0/16","Gateway":"172.30.0.1"},{"Subnet":"fd00:1::/64"},{"Gateway":"x"}]}})");
-  auto nets = kr::runner::ipam_networks(j, "Docker network kohakuriver-net");
+  auto nets = kr::access::ipam_networks(j, "Docker network kohakuriver-net");
   ASSERT_EQ(nets.size(), 2u);
   EXPECT_EQ(nets[0].network.to_string(), "172.30.0.0/16");
   EXPECT_EQ(nets[1].network.to_string(), "fd00:1::/64");
-  EXPECT_TRUE(kr::runner::ipam_networks(nlohmann::json::parse(R"({"IPAM":null})"), "x").empty());
+  EXPECT_TRUE(kr::access::ipam_networks(nlohmann::json::parse(R"({"IPAM":null})"), "x").empty());
 }
 
 TEST(AccessPolicy, ConfigRejectsBadClientEntries) {

@@ -1,4 +1,5 @@
-// The faster WebSocket unmasking that replaces Beast's (src/net/asio_impl.cpp)
+// The faster WebSocket unmasking that replaces Beast's (src/tunnel/beast_mask.cpp;
+// src/net/asio_impl.cpp leaves Beast's out)
 // must give the same bytes and the same key rotation as the byte-wise rule
 // of RFC 6455 §5.3, over any split of a payload into buffers.
 #include <gtest/gtest.h>

@@ -12,7 +12,7 @@
 
 #include "cli/cli.hpp"
 #include "cli/init_commands.hpp"
-#include "cli/paths.hpp"
+#include "common/paths.hpp"
 #include "config/config.hpp"
 
 namespace fs = std::filesystem;
@@ -138,7 +138,7 @@ TEST_F(CliInit, ServiceNoInstallWritesUnitInCurrentDirectory) {
     const fs::path unit_path = root_ / "cwd" / "kohakuriver-runner.service";
     ASSERT_TRUE(fs::exists(unit_path));
     const std::string unit = slurp(unit_path);
-    const std::string exe = kr::cli::self_exe_path().string();
+    const std::string exe = kr::self_exe_path().string();
     const std::string config = (home() / "cfg" / "runner.py").string();
     EXPECT_NE(unit.find("\nExecStart=" + exe + " runner --config " + config + "\n"), std::string::npos) << unit;
     EXPECT_NE(unit.find("\nWorkingDirectory=" + work.string() + "\n"), std::string::npos) << unit;

@@ -147,7 +147,7 @@ TEST(BlockingLanes, AWaiterWhoseDeadlinePassedPassesItsSlotOn) {
 TEST(AsyncMutexCancel, AKilledWaiterStopsWaitingAndTheLockStillPasses) {
   asio::io_context io;
   kr::AsyncMutex mu;
-  kr::docker::CancelToken kill_b;
+  kr::CancelToken kill_b;
   std::vector<std::string> trace;
   asio::co_spawn(io, [&]() -> asio::awaitable<void> {
     auto g = co_await mu.lock();
@@ -161,7 +161,7 @@ TEST(AsyncMutexCancel, AKilledWaiterStopsWaitingAndTheLockStillPasses) {
     trace.push_back(g ? "b+" : "b-cancelled");
   }, asio::detached);
   asio::co_spawn(io, [&]() -> asio::awaitable<void> {
-    kr::docker::CancelToken never;
+    kr::CancelToken never;
     auto g = co_await mu.lock(never);
     trace.push_back(g ? "c+" : "c-cancelled");
   }, asio::detached);

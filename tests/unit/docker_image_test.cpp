@@ -18,6 +18,7 @@
 #include "docker/docker_client.hpp"
 
 using namespace kr::docker;
+using kr::CancelToken;
 using namespace kr::docker::test;
 using namespace std::chrono_literals;
 using json = nlohmann::json;

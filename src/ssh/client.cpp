@@ -1,4 +1,4 @@
-#include "vm/ssh_client.hpp"
+#include "ssh/client.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -16,10 +16,10 @@
 #include <libssh/libssh.h>
 #include <spdlog/spdlog.h>
 
-#include "tasks/shell.hpp"
-#include "vm/ssh_session.hpp"
+#include "common/shell_quote.hpp"
+#include "ssh/session.hpp"
 
-namespace kr::vm {
+namespace kr::ssh {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -138,7 +138,7 @@ std::string join_command(const std::vector<std::string>& argv) {
   std::string s;
   for (const auto& a : argv) {
     if (!s.empty()) s += ' ';
-    s += tasks::shell_quote(a);
+    s += shell_quote(a);
   }
   return s;
 }
@@ -210,4 +210,4 @@ SshExecResult ssh_exec(const SshTarget& target, const std::string& command,
   return r;
 }
 
-}  // namespace kr::vm
+}  // namespace kr::ssh

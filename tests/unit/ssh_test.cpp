@@ -1,4 +1,4 @@
-// Runner SSH into VMs (src/vm/ssh_client.*, ssh_stream.*): the runner key
+// Runner SSH into VMs (src/ssh/client.*, stream.*): the runner key
 // and libssh against a real OpenSSH sshd on loopback (package
 // openssh-server, scripts/install-deps.sh --test), started by the test with
 // its own host key and the generated key in its authorized_keys.
@@ -18,18 +18,21 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <thread>
 
-#include "vm/ssh_client.hpp"
-#include "vm/ssh_stream.hpp"
+#include "ssh/client.hpp"
+#include "ssh/stream.hpp"
+#include "vm/process.hpp"
 #include "vm_test_util.hpp"
 
 extern char** environ;
 
-namespace kr::vm {
+namespace kr::ssh {
 namespace {
 
 namespace fs = std::filesystem;
-using testing::read_file;
-using testing::TempDir;
+using vm::testing::read_file;
+using vm::testing::TempDir;
+using vm::run_process;
+using vm::ProcessOptions;
 
 std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
@@ -286,4 +289,4 @@ TEST_F(VmSshServer, StreamOpenFailureThrowsWithTheReason) {
 }
 
 }  // namespace
-}  // namespace kr::vm
+}  // namespace kr::ssh

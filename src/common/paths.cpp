@@ -1,4 +1,4 @@
-#include "cli/paths.hpp"
+#include "common/paths.hpp"
 
 #include <pwd.h>
 #include <unistd.h>
@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <system_error>
 
-namespace kr::cli {
+namespace kr {
 
 namespace fs = std::filesystem;
 
@@ -47,4 +47,4 @@ std::optional<fs::path> find_in_path(std::string_view name) {
     }
 }
 
-}  // namespace kr::cli
+}  // namespace kr

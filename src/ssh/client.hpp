@@ -7,7 +7,7 @@
 //    command, user root, the runner key, host keys not checked;
 //  * a long-lived channel (terminal shell with a PTY, inotifywait) driven by
 //    its own thread: libssh calls block, and a session belongs to one
-//    thread. The awaitable side lives in ssh_stream.hpp.
+//    thread. The awaitable side lives in ssh/stream.hpp.
 //
 // Everything here blocks; call it on the blocking pool.
 #include <chrono>
@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-namespace kr::vm {
+namespace kr::ssh {
 
 // $HOME/.kohakuriver/runner_ssh_key ("/root" when HOME is unset).
 std::filesystem::path runner_key_path();
@@ -58,4 +58,4 @@ SshExecResult ssh_exec(const SshTarget& target, const std::string& command,
 // (execution.md §1.5.2).
 std::string join_command(const std::vector<std::string>& argv);
 
-}  // namespace kr::vm
+}  // namespace kr::ssh

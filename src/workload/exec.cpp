@@ -1,10 +1,10 @@
-#include "fs/target_exec.hpp"
+#include "workload/exec.hpp"
 
 #include "common/blocking.hpp"
 #include "docker/docker_error.hpp"
-#include "vm/ssh_client.hpp"
+#include "ssh/client.hpp"
 
-namespace kr::fs {
+namespace kr::workload {
 
 namespace {
 
@@ -14,7 +14,7 @@ BlockingLane& ssh_lane() {
   return lane;
 }
 
-docker::ExecResult to_exec_result(vm::SshExecResult r) {
+docker::ExecResult to_exec_result(ssh::SshExecResult r) {
   if (r.timed_out)
     throw docker::DockerError(docker::DockerError::Kind::Timeout, 0, "SSH command timed out");
   docker::ExecResult e;
@@ -29,16 +29,14 @@ docker::ExecResult to_exec_result(vm::SshExecResult r) {
 boost::asio::awaitable<docker::ExecResult> run_in_target(docker::DockerClient& docker, const ContainerTarget& target,
                                                          std::vector<std::string> cmd, docker::RunOptions options) {
   if (!target.is_vm()) co_return co_await docker::run_exec(docker, target.container, std::move(cmd), std::move(options));
-  vm::SshTarget t;
-  t.host = target.vm_ip;
-  t.key = vm::runner_key_path();
-  const std::string line = vm::join_command(cmd);
+  const ssh::SshTarget t = vm_ssh_target(target.vm_ip);
+  const std::string line = ssh::join_command(cmd);
   const auto deadline = options.deadline;
   const std::size_t max_out = options.max_stdout;
   auto job = [t, line, stdin_data = std::move(options.stdin_data), deadline, max_out] {
-    return vm::ssh_exec(t, line, stdin_data, deadline, max_out);
+    return ssh::ssh_exec(t, line, stdin_data, deadline, max_out);
   };
-  vm::SshExecResult r;
+  ssh::SshExecResult r;
   try {
     // ssh_exec keeps its own deadline; the pool's is the backstop for a
     // call stuck inside libssh.
@@ -52,4 +50,4 @@ boost::asio::awaitable<docker::ExecResult> run_in_target(docker::DockerClient& d
   co_return to_exec_result(std::move(r));
 }
 
-}  // namespace kr::fs
+}  // namespace kr::workload

@@ -1,11 +1,11 @@
-#include "fs/container_target.hpp"
+#include "workload/target.hpp"
 
 #include <nlohmann/json.hpp>
 
 #include "docker/docker_client.hpp"
 #include "store/state_store.hpp"
 
-namespace kr::fs {
+namespace kr::workload {
 
 namespace {
 TargetLookup fail(int status, std::string message, bool unreachable = false) {
@@ -16,6 +16,13 @@ TargetLookup fail(int status, std::string message, bool unreachable = false) {
   return r;
 }
 }  // namespace
+
+ssh::SshTarget vm_ssh_target(const std::string& vm_ip) {
+  ssh::SshTarget t;
+  t.host = vm_ip;
+  t.key = ssh::runner_key_path();
+  return t;
+}
 
 boost::asio::awaitable<TargetLookup> resolve_container(store::StateStore& store, docker::DockerClient& docker,
                                                        std::int64_t task_id) {
@@ -75,4 +82,4 @@ boost::asio::awaitable<TargetLookup> resolve_container(store::StateStore& store,
   co_return r;
 }
 
-}  // namespace kr::fs
+}  // namespace kr::workload

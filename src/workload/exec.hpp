@@ -1,5 +1,5 @@
 #pragma once
-// One command in a filesystem/terminal target (fs/container_target.hpp):
+// One command in a filesystem/terminal target (workload/target.hpp):
 // a Docker exec in the container, or for a VM the same argv joined with
 // shlex quoting and run over SSH as root with the runner key (execution.md
 // §6.3): a new connection per command. Both end with the same ExecResult;
@@ -12,11 +12,11 @@
 #include <boost/asio/awaitable.hpp>
 
 #include "docker/exec.hpp"
-#include "fs/container_target.hpp"
+#include "workload/target.hpp"
 
-namespace kr::fs {
+namespace kr::workload {
 
 boost::asio::awaitable<docker::ExecResult> run_in_target(docker::DockerClient& docker, const ContainerTarget& target,
                                                          std::vector<std::string> cmd, docker::RunOptions options);
 
-}  // namespace kr::fs
+}  // namespace kr::workload

@@ -1,4 +1,4 @@
-#include "vm/ssh_stream.hpp"
+#include "ssh/stream.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -17,9 +17,9 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
-#include "vm/ssh_session.hpp"
+#include "ssh/session.hpp"
 
-namespace kr::vm {
+namespace kr::ssh {
 
 namespace asio = boost::asio;
 
@@ -245,4 +245,4 @@ std::string SshStream::end_error() const {
   return shared_->error;
 }
 
-}  // namespace kr::vm
+}  // namespace kr::ssh

@@ -1,8 +1,8 @@
-#include "vm/ssh_session.hpp"
+#include "ssh/session.hpp"
 
 #include <algorithm>
 
-namespace kr::vm {
+namespace kr::ssh {
 
 SshConnection::~SshConnection() {
   if (channel_) {
@@ -75,4 +75,4 @@ bool SshConnection::open_shell(const std::string& term, int cols, int rows, std:
   return true;
 }
 
-}  // namespace kr::vm
+}  // namespace kr::ssh

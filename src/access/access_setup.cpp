@@ -1,10 +1,10 @@
-#include "runner/access_setup.hpp"
+#include "access/access_setup.hpp"
 
 #include <spdlog/spdlog.h>
 
 #include "overlay/plan.hpp"
 
-namespace kr::runner {
+namespace kr::access {
 
 namespace {
 void add_configured(std::vector<api::WorkloadNetwork>& out, const std::string& text, const char* key) {
@@ -79,4 +79,4 @@ boost::asio::awaitable<void> follow_docker_networks(docker::DockerClient& docker
   } while (co_await stop.sleep_for(std::chrono::seconds(60)));
 }
 
-}  // namespace kr::runner
+}  // namespace kr::access

@@ -1,4 +1,6 @@
-// Small filesystem helpers shared by the command-line code.
+// Home, config directory, own executable and $PATH look-ups: the small
+// filesystem helpers of the command line (cli/) and the runner's wiring
+// (runner/).
 #pragma once
 
 #include <filesystem>
@@ -6,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-namespace kr::cli {
+namespace kr {
 
 // $HOME when set and non-empty, else the passwd entry's home, else "/"
 // (upstream expands "~" the same way; under systemd HOME may be unset).
@@ -24,4 +26,4 @@ std::filesystem::path self_exe_path();
 // First executable regular file called `name` in $PATH.
 std::optional<std::filesystem::path> find_in_path(std::string_view name);
 
-}  // namespace kr::cli
+}  // namespace kr

@@ -1,8 +1,9 @@
 #pragma once
-// CancelToken: lets a caller abort its own long-running Docker calls (an
-// event stream, a wait, an image pull/load during a kill) without touching
-// other calls. Copies share one state. Like the client, it is meant for a
-// single-threaded io_context: cancel() must run on the client's thread.
+// CancelToken: lets a caller abort its own long-running calls (a Docker
+// event stream, a wait, an image pull/load during a kill; a lock or blocking
+// job wait in common/) without touching other calls. Copies share one
+// state. It is meant for a single-threaded io_context: cancel() must run on
+// the thread of the calls it cancels.
 
 #include <cstdint>
 #include <functional>
@@ -10,7 +11,7 @@
 #include <memory>
 #include <utility>
 
-namespace kr::docker {
+namespace kr {
 
 class CancelToken {
  public:
@@ -43,4 +44,4 @@ class CancelToken {
   std::shared_ptr<State> st_;
 };
 
-}  // namespace kr::docker
+}  // namespace kr

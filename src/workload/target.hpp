@@ -1,4 +1,9 @@
 #pragma once
+// workload/: the target a filesystem, terminal or watch request works in —
+// a Docker container (through docker/) or a VM (through ssh/) — and how to
+// run one command there. Knows nothing of vm/ (QEMU, its routes) or of the
+// services above it (fs/, terminal/).
+//
 // Which container a filesystem/terminal/watch request for a task id talks
 // to (execution.md §6.1 "Task resolution", §7.1 steps 2–4): the runner's
 // store record, then the container's state from Docker; for a VM record
@@ -10,6 +15,8 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include "ssh/client.hpp"
+
 namespace kr::docker {
 class DockerClient;
 }
@@ -17,7 +24,7 @@ namespace kr::store {
 class StateStore;
 }
 
-namespace kr::fs {
+namespace kr::workload {
 
 struct ContainerTarget {
   std::int64_t task_id = 0;
@@ -41,7 +48,11 @@ struct TargetLookup {
   bool docker_unreachable = false;
 };
 
+// How the runner reaches a VM target over SSH: root at `vm_ip`:22 with the
+// runner key (execution.md §6.3, §7.4).
+ssh::SshTarget vm_ssh_target(const std::string& vm_ip);
+
 boost::asio::awaitable<TargetLookup> resolve_container(store::StateStore& store, docker::DockerClient& docker,
                                                        std::int64_t task_id);
 
-}  // namespace kr::fs
+}  // namespace kr::workload

@@ -1,14 +1,14 @@
 #pragma once
-// One libssh session with one channel (internal to ssh_client.cpp and
-// ssh_stream.cpp). Blocking; owned by one thread at a time.
+// One libssh session with one channel (internal to client.cpp and
+// stream.cpp). Blocking; owned by one thread at a time.
 #include <chrono>
 #include <string>
 
 #include <libssh/libssh.h>
 
-#include "vm/ssh_client.hpp"
+#include "ssh/client.hpp"
 
-namespace kr::vm {
+namespace kr::ssh {
 
 class SshConnection {
  public:
@@ -33,4 +33,4 @@ class SshConnection {
   ssh_channel channel_ = nullptr;
 };
 
-}  // namespace kr::vm
+}  // namespace kr::ssh

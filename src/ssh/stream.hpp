@@ -17,9 +17,9 @@
 
 #include <boost/asio/awaitable.hpp>
 
-#include "vm/ssh_client.hpp"
+#include "ssh/client.hpp"
 
-namespace kr::vm {
+namespace kr::ssh {
 
 struct SshStreamError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -64,4 +64,4 @@ class SshStream {
   std::shared_ptr<Shared> shared_;
 };
 
-}  // namespace kr::vm
+}  // namespace kr::ssh

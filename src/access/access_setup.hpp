@@ -1,4 +1,8 @@
 #pragma once
+// access/: the source-address policy set-up that the runner (runner/) and
+// `doctor` (cli/) both need, below both of them; it reads the configuration
+// and asks Docker, so it cannot live in api/ (which knows neither).
+//
 // Builds the source-address policy from the configuration and keeps it in
 // step with Docker's view of this runner's networks.
 #include <string>
@@ -12,7 +16,7 @@
 #include "docker/docker_client.hpp"
 #include "service/stop_signal.hpp"
 
-namespace kr::runner {
+namespace kr::access {
 
 // The configured container/VM networks (DOCKER_NETWORK_SUBNET,
 // VM_BRIDGE_SUBNET, OVERLAY_SUBNET's base network when the overlay is
@@ -33,4 +37,4 @@ std::vector<api::WorkloadNetwork> ipam_networks(const nlohmann::json& network_in
 boost::asio::awaitable<void> follow_docker_networks(docker::DockerClient& docker, api::AccessPolicy& policy,
                                                     const config::RunnerConfig& cfg, StopSignal& stop);
 
-}  // namespace kr::runner
+}  // namespace kr::access
