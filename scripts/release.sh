@@ -49,7 +49,7 @@ configure() {  # build dir, target triple, deps prefix, extra cmake args...
 build() {  # build dir, target triple, deps prefix, cmake targets...
   local dir=$1 target=$2 deps=$3; shift 3
   KR_TOOLCHAIN="$tc" KR_TARGET="$target" KR_ARCH="${target%%-*}" KR_DEPS_PREFIX="$deps" \
-    cmake --build "$dir" -j "$jobs" --target "$@"
+    cmake --build "$dir" -j "$jobs" --target "$@" >&2
 }
 
 for arch in $arches; do
@@ -60,9 +60,14 @@ for arch in $arches; do
   dir="build-release-$arch"
   mkdir -p "$dir" "$dir-tunnel-client"
   # Test programs of another architecture (gtest_discover_tests, ctest) run
-  # under qemu-user.
+  # under qemu-user with an arm64 glibc (Debian 11's, debootstrapped once:
+  # tests/images/build-release-roots.sh; KR_ARM64_SYSROOT overrides it).
   emulator=
-  [ "$arch" = "$(uname -m)" ] || emulator=$(command -v "qemu-$arch-static" || true)
+  if [ "$arch" != "$(uname -m)" ] && [ "$tests" = ON ]; then
+    qemu=$(command -v "qemu-$arch-static") || { echo "release.sh: qemu-$arch-static is not installed" >&2; exit 1; }
+    sysroot=${KR_ARM64_SYSROOT:-$(tests/images/build-release-roots.sh arm64)}
+    emulator="$qemu;-L;$sysroot"
+  fi
   configure "$dir" "$gnu" "$deps" -DKR_RELEASE=ON -DKR_BUILD_TESTS="$tests" -DCMAKE_CROSSCOMPILING_EMULATOR="$emulator" \
     -DKR_BUILD_COMMIT="$commit" -DKR_BUILD_TARGET="$gnu"
   build "$dir" "$gnu" "$deps" kohakuriver

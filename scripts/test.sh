@@ -3,11 +3,19 @@
 # dockerd), builds, builds the local test images, then runs the unit tests
 # (GoogleTest via ctest) and the end-to-end tests (pytest, real binary,
 # real Docker Engine), then the sanitizer and fuzzing leg (test-asan.sh).
+#
+# What is tested is what ships: the unit tests and the end-to-end suite run
+# on the portable x86_64 release build (scripts/release.sh: Zig toolchain,
+# glibc 2.28 baseline, third-party libraries cached by content in
+# /var/cache/kr-release; a cold cache builds them first). The Debian-linked
+# ./build only builds `kohakuriver` and `tunnel-client` for the Debian 12
+# package (scripts/package.sh) and the checker test that must reject it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh --vm  # --test plus the tools of the VM test image
+scripts/install-deps.sh --release  # flex/bison, rpm, qemu-user-static (the release build and its checks)
 scripts/ensure-dockerd.sh
-scripts/build.sh
+release=$(JOBS=$(nproc) scripts/release.sh --arch x86_64 --tests | tail -n1)
 tests/images/build-test-images.sh
 tests/images/build-debian-image.sh
 # The bootable VM guest of tests/e2e/test_vm_boot.py (cached by content in
@@ -17,9 +25,12 @@ tests/images/build-vm-image.sh >/dev/null
 # install test; cached by content).
 deb=$(scripts/package.sh | tail -n1)
 tests/images/prepare-deb-repo.sh "$deb" >/dev/null
+# Clean Debian 11/12/13 roots for the release package install tests
+# (tests/e2e/test_release_install.py; cached by content in /var/cache/kr-test).
+tests/images/build-release-roots.sh amd64
 
 unit_rc=0
-ctest --test-dir build --output-on-failure -j "$(nproc)" || unit_rc=$?
+ctest --test-dir "build-release-x86_64" --output-on-failure -j "$(nproc)" || unit_rc=$?
 # ASan+UBSan build (clang, ./build-asan): the unit tests, each fuzz target
 # for a short fixed time, and the request/kill/outbox end-to-end tests
 # against the sanitized runner (docs/fuzzing.md). KR_ASAN_FUZZ_ONLY=1 keeps
@@ -31,7 +42,8 @@ else
   scripts/test-asan.sh || asan_rc=$?
 fi
 e2e_rc=0
-python3 -m pytest -q -p no:cacheprovider tests/e2e "$@" || e2e_rc=$?
+KR_BINARY="$PWD/$release/kohakuriver" KR_TUNNEL_CLIENT="$PWD/$release/tunnel-client" \
+  python3 -m pytest -q -p no:cacheprovider tests/e2e "$@" || e2e_rc=$?
 [ "$asan_rc" -eq 0 ] || echo "sanitizer/fuzz tests FAILED (scripts/test-asan.sh exit code $asan_rc)" >&2
 # pytest's summary stays the last line; ctest's result is in the exit code.
 [ "$unit_rc" -eq 0 ] || echo "unit tests FAILED (ctest exit code $unit_rc)" >&2

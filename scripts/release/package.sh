@@ -73,7 +73,6 @@ Version: $version
 Release: 1
 Summary: KohakuRiver runner agent (native, portable build)
 License: see upstream
-BuildArch: $arch
 AutoReqProv: no
 Requires: glibc >= 2.28
 Recommends: docker-ce

@@ -240,7 +240,9 @@ ParsedRow parse_python_store_row(std::string_view key, std::string_view value) {
     r.reason = "value is not a MessagePack value written by KohakuVault";
     return r;
   }
-  const auto* p = reinterpret_cast<const std::uint8_t*>(value.data()) + kHeaderSize;
+  // char, not unsigned char: libc++ 19 (the release toolchain) has no
+  // std::char_traits<unsigned char>, which nlohmann 3.11.2 needs for it.
+  const char* p = value.data() + kHeaderSize;
   DepthLimit limit;
   if (!json::sax_parse(p, p + (value.size() - kHeaderSize), &limit, nlohmann::detail::input_format_t::msgpack,
                        /*strict=*/true) ||

@@ -50,16 +50,7 @@ void add_close_from(posix_spawn_file_actions_t* fa, int from) {
     closefrom(fa, from);
     return;
   }
-  DIR* dir = ::opendir("/proc/self/fd");
-  if (!dir) return;
-  const int own = ::dirfd(dir);
-  while (const dirent* e = ::readdir(dir)) {
-    int fd = -1;
-    const char* end = e->d_name + std::strlen(e->d_name);
-    if (std::from_chars(e->d_name, end, fd).ptr == end && fd >= from && fd != own)
-      ::posix_spawn_file_actions_addclose(fa, fd);  // glibc ignores EBADF of a close action
-  }
-  ::closedir(dir);
+  add_close_listed_descriptors(fa, from);
 }
 #else
 void add_close_from(posix_spawn_file_actions_t* fa, int from) { ::posix_spawn_file_actions_addclosefrom_np(fa, from); }
@@ -72,6 +63,19 @@ void kill_and_reap(pid_t pid, int& status) {
 }
 
 }  // namespace
+
+void add_close_listed_descriptors(posix_spawn_file_actions_t* fa, int from) {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (!dir) return;
+  const int own = ::dirfd(dir);
+  while (const dirent* e = ::readdir(dir)) {
+    int fd = -1;
+    const char* end = e->d_name + std::strlen(e->d_name);
+    if (std::from_chars(e->d_name, end, fd).ptr == end && fd >= from && fd != own)
+      ::posix_spawn_file_actions_addclose(fa, fd);  // glibc ignores EBADF of a close action
+  }
+  ::closedir(dir);
+}
 
 ProcessResult run_process(const std::vector<std::string>& argv, const ProcessOptions& options) {
   ProcessResult result;

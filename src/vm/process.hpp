@@ -6,6 +6,7 @@
 // ip or ssh.
 #pragma once
 
+#include <spawn.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -35,6 +36,12 @@ struct ProcessResult {
 
 // Blocking; run it off the I/O thread. stdin is /dev/null.
 ProcessResult run_process(const std::vector<std::string>& argv, const ProcessOptions& options = {});
+
+// Adds to `fa` a close action for every descriptor >= `from` that
+// /proc/self/fd lists now. run_process's way of closing the runner's
+// descriptors in the child where glibc (< 2.34, the portable release's
+// nodes) lacks posix_spawn_file_actions_addclosefrom_np.
+void add_close_listed_descriptors(posix_spawn_file_actions_t* fa, int from);
 
 // PATH lookup like the shell's (executable regular files only).
 std::optional<std::filesystem::path> find_program(std::string_view name, const std::string& path_env);

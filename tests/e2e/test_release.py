@@ -34,15 +34,24 @@ def release_dir(arch: str) -> Path:
     return d
 
 
+def arm64_sysroot() -> str:
+    """Debian 11's arm64 glibc, unpacked once (tests/images/build-release-roots.sh, cached)."""
+    r = subprocess.run([str(REPO / "tests" / "images" / "build-release-roots.sh"), "arm64"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().splitlines()[-1]
+
+
 def run_for(arch: str, *argv: str) -> subprocess.CompletedProcess:
-    """Runs a release binary natively, or an aarch64 one under qemu-user."""
+    """Runs a release binary natively, or an aarch64 one under qemu-user
+    with an arm64 glibc as its root for the dynamic loader (-L)."""
     cmd = list(argv)
     if arch != os.uname().machine:
-        qemu = shutil.which(f"qemu-{arch}-static") or shutil.which(f"qemu-{arch}")
+        qemu = shutil.which(f"qemu-{arch}-static")
         if not qemu:
-            pytest.skip(f"qemu-{arch}-static not installed")
-        cmd = [qemu, *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            pytest.fail(f"qemu-{arch}-static not installed (scripts/install-deps.sh --release)")
+        cmd = [qemu, "-L", arm64_sysroot(), *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
 def test_checker_rejects_the_debian_linked_build():
@@ -77,8 +86,18 @@ def test_release_version_names_version_commit_and_target(arch):
     assert r.returncode == 0, r.stderr
 
 
-def test_release_runner_writes_a_config(tmp_path):
-    d = release_dir("x86_64")
-    r = run_for("x86_64", str(d / "kohakuriver"), "init", "config", "--runner", "-o", str(tmp_path))
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_release_runner_writes_and_reads_configs(arch, tmp_path):
+    """`init config --runner`, then every config fixture and the written file
+    read back by `doctor` (its config line); under qemu-user for aarch64."""
+    d = release_dir(arch)
+    r = run_for(arch, str(d / "kohakuriver"), "init", "config", "--runner", "-o", str(tmp_path))
     assert r.returncode == 0, r.stderr
-    assert "HOST_ADDRESS" in (tmp_path / "runner_config.py").read_text()
+    written = tmp_path / "runner_config.py"
+    assert "HOST_ADDRESS" in written.read_text()
+    fixtures = sorted((REPO / "tests" / "fixtures" / "configs").glob("*.py"))
+    assert fixtures
+    for cfg in [written, *fixtures]:
+        r = run_for(arch, str(d / "kohakuriver"), "doctor", "--config", str(cfg))
+        config_lines = [ln for ln in r.stdout.splitlines() if ln[7:].startswith("config")]
+        assert config_lines and config_lines[0].startswith("[ OK ]"), (cfg.name, r.stdout, r.stderr)

@@ -2,10 +2,14 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "vm/process.hpp"
 #include "vm_test_util.hpp"
+
+extern char** environ;
 
 using namespace kr::vm;
 using kr::vm::testing::read_file;
@@ -27,6 +31,26 @@ TEST(VmProcess, ChildGetsNoDescriptorOfTheRunnerBeyondStdio) {
   ::close(fd);
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_EQ(r.output, "closed\n");
+}
+
+// The glibc < 2.34 path (Debian 11, RHEL 8 nodes of the portable release):
+// close actions for what /proc/self/fd lists, then a plain posix_spawn.
+TEST(VmProcess, ListedDescriptorsAreClosedInTheChild) {
+  int fd = ::open("/dev/null", O_RDONLY);  // not close-on-exec
+  ASSERT_GE(fd, 3);
+  posix_spawn_file_actions_t fa;
+  ::posix_spawn_file_actions_init(&fa);
+  add_close_listed_descriptors(&fa, 3);
+  const std::string probe = "test -e /proc/$$/fd/" + std::to_string(fd);
+  const char* argv[] = {"/bin/sh", "-c", probe.c_str(), nullptr};
+  pid_t pid = -1;
+  ASSERT_EQ(::posix_spawn(&pid, "/bin/sh", &fa, nullptr, const_cast<char**>(argv), environ), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ::posix_spawn_file_actions_destroy(&fa);
+  ::close(fd);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1) << "descriptor " << fd << " was inherited";
 }
 
 TEST(VmProcess, MissingProgram) {
