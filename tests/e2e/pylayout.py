@@ -316,3 +316,71 @@ def store_entry(task_id: int, container_name: str, cores: int = 0) -> bytes:
     # TaskStateStore.add_task as _finalize_vps_creation calls it (lines 412-418).
     return KVAULT_MSGPACK_HEADER + msgpack({"task_id": task_id, "container_name": container_name,
                                             "allocated_cores": cores, "allocated_gpus": [], "numa_node": None})
+
+
+# ---------------------------------------------------------------- overlay
+def python_overlay_commands(alloc: dict, runner_physical_ip: str, base_vni: int = 100, mtu: int = 1450) -> list:
+    """What runner/services/overlay_manager.py RunnerOverlayManager.setup
+    does (lines 85-115, defaults base VNI 100, port 4789, MTU 1450 of
+    lines 62-75), as commands: the bridge kohaku-overlay with the gateway
+    (_ensure_bridge_sync, lines 140-188), vxlan0 unicast to the host,
+    learning off (_ensure_vxlan_sync, lines 190-262), enslaved
+    (lines 265-288), the overlay route via the host's address on this
+    runner's subnet (_ensure_overlay_routes, lines 329-364), FORWARD
+    inserted at 1 and 2 and the NAT rule (_setup_firewall_rules, lines
+    366-450), then the Docker network on that bridge
+    (_setup_docker_network_sync, lines 489-537)."""
+    cidr, gw, prefix = alloc["overlay_network_cidr"], alloc["overlay_gateway"], alloc["overlay_subnet"].split("/")[1]
+    return [
+        ["ip", "link", "add", "kohaku-overlay", "type", "bridge"],
+        ["ip", "link", "set", "kohaku-overlay", "mtu", str(mtu), "up"],
+        ["ip", "addr", "add", f"{gw}/{prefix}", "dev", "kohaku-overlay"],
+        ["ip", "link", "add", "vxlan0", "type", "vxlan", "id", str(base_vni + alloc["runner_id"]), "local",
+         runner_physical_ip, "remote", alloc["host_physical_ip"], "dstport", "4789", "nolearning"],
+        ["ip", "link", "set", "vxlan0", "mtu", str(mtu), "up"],
+        ["ip", "link", "set", "vxlan0", "master", "kohaku-overlay"],
+        ["ip", "route", "add", cidr, "via", alloc["host_ip_on_runner_subnet"]],
+        ["iptables", "-I", "FORWARD", "1", "-s", cidr, "-j", "ACCEPT"],
+        ["iptables", "-I", "FORWARD", "2", "-d", cidr, "-j", "ACCEPT"],
+        ["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", cidr, "!", "-d", cidr, "-j", "MASQUERADE"],
+        [DOCKER, "network", "create", "--driver", "bridge", "--subnet", alloc["overlay_subnet"], "--gateway", gw,
+         "-o", "com.docker.network.bridge.name=kohaku-overlay", "-o", f"com.docker.network.driver.mtu={mtu}",
+         "-o", "com.docker.network.bridge.enable_icc=true",
+         "-o", "com.docker.network.bridge.enable_ip_masquerade=false", "kohakuriver-overlay"],
+    ]
+
+
+def python_overlay_rule_removals(alloc: dict) -> list:
+    cidr = alloc["overlay_network_cidr"]
+    return [["iptables", "-D", "FORWARD", "-s", cidr, "-j", "ACCEPT"],
+            ["iptables", "-D", "FORWARD", "-d", cidr, "-j", "ACCEPT"],
+            ["iptables", "-t", "nat", "-D", "POSTROUTING", "-s", cidr, "!", "-d", cidr, "-j", "MASQUERADE"]]
+
+
+# Upstream's own code, in a venv with upstream installed
+# (KR_UPSTREAM_VENV, see scripts/upstream-interop.sh).
+_UPSTREAM_OVERLAY = r"""
+import asyncio, json, sys
+from kohakuriver.runner.services.overlay_manager import OverlayConfig, RunnerOverlayManager
+a, phys = json.loads(sys.argv[1]), sys.argv[2]
+asyncio.run(RunnerOverlayManager().setup(OverlayConfig(
+    runner_id=a["runner_id"], subnet=a["overlay_subnet"], gateway=a["overlay_gateway"],
+    host_overlay_ip=a["host_overlay_ip"], host_physical_ip=a["host_physical_ip"], runner_physical_ip=phys,
+    overlay_network_cidr=a["overlay_network_cidr"], host_ip_on_runner_subnet=a["host_ip_on_runner_subnet"])))
+print("upstream overlay set up", flush=True)
+"""
+
+
+def make_python_overlay(alloc: dict, runner_physical_ip: str) -> str:
+    """Builds the Python runner's overlay: with upstream's own code when
+    KR_UPSTREAM_VENV names a venv that has it, else with the commands
+    above. Returns which."""
+    import json
+    venv = os.environ.get("KR_UPSTREAM_VENV")
+    if venv:
+        subprocess.run([f"{venv}/bin/python", "-c", _UPSTREAM_OVERLAY, json.dumps(alloc), runner_physical_ip],
+                       check=True, capture_output=True, text=True, timeout=120)
+        return "upstream code"
+    for cmd in python_overlay_commands(alloc, runner_physical_ip):
+        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60)
+    return "reproduction"
