@@ -190,9 +190,21 @@ class Soak:
         while self.pending and time.monotonic() < give_up:
             time.sleep(1)
             self.due_actions()
-        for tid in self.expect:
+        deadline = time.monotonic() + 300
+        for tid, e in self.expect.items():
+            if e["kind"] == "kill" and e["status"] == "completed":
+                # Killed at the host while `pending` (upstream tells the
+                # runner only for running/paused tasks): the host shows
+                # `killed` at once, but the command runs to its end and the
+                # runner's `completed` follows. Wait for that report.
+                while time.monotonic() < deadline:
+                    t = state()["tasks"].get(str(tid)) or {"history": []}
+                    if any(h.get("by") != "host" and h["status"] in FINAL for h in t["history"]):
+                        break
+                    time.sleep(1)
+                continue
             try:
-                wait_status(tid, FINAL - {"lost"}, timeout=180)
+                wait_status(tid, FINAL - {"lost"}, timeout=max(1, deadline - time.monotonic()))
             except AssertionError:
                 pass
 

@@ -29,6 +29,12 @@
 # KRC_HB_TIMEOUT / KRC_HB_CHECK / KRC_RUNNER_HB: the host's heartbeat timeout
 # and check interval and the runners' heartbeat interval (seconds; defaults
 # 12/2/2 for test speed; upstream 30/10/5).
+# KRC_UPSTREAM=/path/to/KohakuRiver-source: the unmodified upstream host
+# instead of the fixture host (by hand; not in CI), installed once into the
+# venv /var/cache/krc-upstream/venv, with its own timings (heartbeat 5 s x 6)
+# and the overlay enabled; its API at http://10.233.19.1:8000/api/..., its
+# SSH proxy at :8002. Set it for `up` only: later commands read the kind
+# from /run/krc/host-kind. The test suite and the soak need the fixture host.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${KR_BINARY:-$REPO/build/kohakuriver}
@@ -74,9 +80,50 @@ wait_for() {  # wait_for SECONDS WHAT CMD...
   done
 }
 
-host_state() {
+host_kind() { cat "$RUN/host-kind" 2>/dev/null || echo fixture; }
+
+host_state() {  # the fixture host's /cluster/state, or the upstream host's /api/nodes
+  local path=/cluster/state
+  [ "$(host_kind)" = upstream ] && path=/api/nodes
   python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
-    "http://$HOST_IP:$HOST_PORT/cluster/state" 2>/dev/null
+    "http://$HOST_IP:$HOST_PORT$path" 2>/dev/null
+}
+
+UPSTREAM_VENV=/var/cache/krc-upstream/venv
+
+upstream_venv() {  # installs the given upstream source once (keyed by its path and commit)
+  local src=$1 key
+  key="$src $(git -C "$src" rev-parse HEAD 2>/dev/null || echo unversioned)"
+  if [ "$(cat "$UPSTREAM_VENV/.krc-source" 2>/dev/null)" != "$key" ]; then
+    rm -rf "$UPSTREAM_VENV"
+    mkdir -p "$(dirname "$UPSTREAM_VENV")"
+    python3 -m venv "$UPSTREAM_VENV"
+    # Newer FastAPI dropped add_event_handler, which upstream's host uses.
+    "$UPSTREAM_VENV/bin/pip" install -q "$src" "fastapi==0.115.12" >&2
+    echo "$key" >"$UPSTREAM_VENV/.krc-source"
+  fi
+}
+
+start_upstream_host() {
+  cat >"$DATA/host_config.py" <<HOSTCFG
+from kohakuengine import Config
+
+HOST_BIND_IP = "$HOST_IP"
+HOST_PORT = $HOST_PORT
+HOST_SSH_PROXY_PORT = $((HOST_PORT + 2))
+HOST_REACHABLE_ADDRESS = "$HOST_IP"
+SHARED_DIR = "$DATA/shared"
+DB_FILE = "$DATA/host.db"
+OVERLAY_ENABLED = True
+
+
+def config_gen():
+    return Config.from_globals()
+HOSTCFG
+  in_cgroup krc-host ip netns exec krc-host setsid "$UPSTREAM_VENV/bin/kohakuriver.host" \
+    --config "$DATA/host_config.py" >>"$DATA/host.log" 2>&1 &
+  echo $! >"$RUN/host.pid"
+  wait_for 60 "the upstream host" host_state
 }
 
 start_daemons() {  # containerd + dockerd of node K
@@ -116,6 +163,7 @@ stop_pidfile() {  # stop_pidfile FILE SIGNAL [SECONDS]: then SIGKILL, and wait u
 }
 
 start_host() {
+  if [ "$(host_kind)" = upstream ]; then start_upstream_host; return; fi
   in_cgroup krc-host ip netns exec krc-host setsid python3 "$REPO/tests/e2e/cluster_host.py" \
     --bind "$HOST_IP" --port "$HOST_PORT" --local-ip "$HOST_IP" --state-file "$DATA/host-state.json" \
     --overlay --heartbeat-timeout "$HB_TIMEOUT" --check-interval "$HB_CHECK" >>"$DATA/host.log" 2>&1 &
@@ -157,6 +205,11 @@ OVERLAY_ENABLED = True
 VM_IMAGES_DIR = "$d/vm-images"
 VM_INSTANCES_DIR = "$d/vm-instances"
 VM_RUN_DIR = "$r/vm"
+# KVM guests hang on these build machines: TCG, with SeaBIOS (the test image
+# boots either way), and a cloud-init wait that allows for a loaded 2-core box.
+VM_QEMU_ACCEL = "${KRC_VM_ACCEL:-tcg}"
+VM_FIRMWARE = "${KRC_VM_FIRMWARE:-}"
+VM_CLOUD_INIT_TIMEOUT_SECONDS = 1500
 LOG_LEVEL = "info"
 
 
@@ -188,6 +241,10 @@ cmd_up() {
   cmd_down
   mkdir -p "$DATA/shared" "$RUN"
   seq 1 "$n" >"$RUN/nodes"
+  if [ -n "${KRC_UPSTREAM:-}" ]; then
+    upstream_venv "$KRC_UPSTREAM"
+    echo upstream >"$RUN/host-kind"
+  fi
   ip netns add krc-ul
   ip -n krc-ul link set lo up
   ip -n krc-ul link add br0 type bridge
@@ -250,6 +307,13 @@ cmd_status() {
 import json, sys, time
 s = json.loads(sys.argv[1])
 name = sys.argv[2]
+if isinstance(s, list):  # the upstream host's /api/nodes
+    n = next((x for x in s if x.get("hostname") == name), None)
+    if not n:
+        print(f"{name} not-registered")
+        sys.exit(1)
+    print(f"{name} {n['status']} {n['url']} last_heartbeat={n.get('last_heartbeat')} (upstream host)")
+    sys.exit(0 if n["status"] == "online" else 1)
 n = s["nodes"].get(name)
 if not n:
     print(f"{name} not-registered")
