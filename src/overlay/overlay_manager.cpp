@@ -216,10 +216,19 @@ asio::awaitable<std::vector<std::string>> OverlayManager::ensure_docker_network(
   if (existing) {
     auto diffs = overlay_network_differences(*existing, d);
     if (diffs.empty()) co_return changes;
+    attached = attached_containers(*existing);
+    if (!attached.empty() && lacks_only_host_reservation(*existing, d)) {
+      // The Python runner's network, in use: its containers keep running
+      // undisturbed; it is rebuilt at a later apply that finds it unused.
+      spdlog::warn("Docker network {} (as the Python runner made it) does not keep {} out of its IPAM; kept as it "
+                   "is while {} container(s) use it, rebuilt when the runner finds it unused (a restart with no "
+                   "container on it, or `kohakuriver overlay cleanup`)",
+                   d.network_name, format_ipv4(d.alloc.host_ip_on_subnet), attached.size());
+      co_return changes;
+    }
     // O2: the network no longer matches the allocation. Containers are
     // detached, the network is recreated and they are attached again
     // (keeping their address when it is still inside the new subnet).
-    attached = attached_containers(*existing);
     spdlog::warn("Docker network {} differs from the allocation ({}); recreating it ({} container(s) reattached)",
                  d.network_name, joined(diffs), attached.size());
     for (const auto& c : attached) {

@@ -157,7 +157,8 @@ std::string str_at(const json& j, const char* key) {
 }
 }  // namespace
 
-std::vector<std::string> overlay_network_differences(const json& inspect, const DesiredOverlay& d) {
+namespace {
+std::vector<std::string> network_differences(const json& inspect, const DesiredOverlay& d, bool check_reservation) {
   std::vector<std::string> out;
   const json options = inspect.is_object() && inspect.contains("Options") ? inspect["Options"] : json::object();
   auto bridge = str_at(options, "com.docker.network.bridge.name");
@@ -178,12 +179,22 @@ std::vector<std::string> overlay_network_differences(const json& inspect, const 
   auto gateway = str_at(pool, "Gateway");
   if (gateway != format_ipv4(d.alloc.gateway))
     out.push_back("gateway '" + gateway + "' instead of " + format_ipv4(d.alloc.gateway));
+  if (!check_reservation) return out;
   bool aux = false;
   if (pool.contains("AuxiliaryAddresses") && pool["AuxiliaryAddresses"].is_object())
     for (const auto& [k, v] : pool["AuxiliaryAddresses"].items())
       if (v.is_string() && v.get<std::string>() == format_ipv4(d.alloc.host_ip_on_subnet)) aux = true;
   if (!aux) out.push_back(format_ipv4(d.alloc.host_ip_on_subnet) + " not kept out of IPAM");
   return out;
+}
+}  // namespace
+
+std::vector<std::string> overlay_network_differences(const json& inspect, const DesiredOverlay& d) {
+  return network_differences(inspect, d, true);
+}
+
+bool lacks_only_host_reservation(const json& inspect, const DesiredOverlay& d) {
+  return !network_differences(inspect, d, true).empty() && network_differences(inspect, d, false).empty();
 }
 
 ContainerNetwork choose_container_network(const std::optional<Allocation>& ready, std::string_view network_name,

@@ -105,6 +105,11 @@ nlohmann::json overlay_network_create_body(const DesiredOverlay& d);
 // Differences between `docker network inspect` output and what we want
 // (bridge device, subnet, gateway, .254 kept out of IPAM); empty = keep.
 std::vector<std::string> overlay_network_differences(const nlohmann::json& inspect, const DesiredOverlay& d);
+// True when the network matches but for the .254 reservation: the network
+// upstream's runner creates (its _setup_docker_network_sync has no aux
+// address). With containers attached it is kept as it is (issue 18: a
+// switch from the Python runner detaches nothing).
+bool lacks_only_host_reservation(const nlohmann::json& inspect, const DesiredOverlay& d);
 
 // ---- the network a task or VPS container joins (O12) ----
 struct ContainerNetwork {

@@ -221,3 +221,166 @@ class PythonTask:
             os.kill(self.cli_pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+# ---------------------------------------------------------------- QEMU VMs
+# What the Python runner leaves for a VM it started (standard network mode,
+# no GPU), all read from its source:
+#   * the QEMU argv of qemu/client.py _build_qemu_command (lines 612-714),
+#     saved as instance_dir/qemu_cmd.json (_save_qemu_cmd, lines 593-600);
+#     -daemonize with -pidfile instance_dir/qemu.pid (qemu/naming.py
+#     vm_pidfile_path), QMP at /run/kohakuriver/vm/<id>.qmp (naming.py
+#     vm_qmp_socket_path), 9p shares SHARED_DIR/shared_data and
+#     LOCAL_TEMP_DIR/<id> (runner/services/vm_vps_manager.py
+#     _build_vm_create_options, lines 112-135);
+#   * instance_dir/vm-state.json and the store entry task_store[str(id)]
+#     (vm_vps_manager.py _persist_vm_task_state, lines 138-186; container
+#     name f"vm-{id}", line 340), json.dump(indent=2);
+#   * TAP tap-<sha3_224(id)[:8]> on kohaku-br0 10.200.0.1/24
+#     (vm_network_manager.py _tap_name lines 33-36, _create_tap_sync
+#     lines 409-450) and its NAT rules (_setup_nat_firewall_rules, lines
+#     211-265), see PYTHON_VM_NAT_RULES.
+
+def python_qemu_argv(task_id: int, instance_dir: str, run_dir: str, cores: int, memory_mb: int, tap: str, mac: str,
+                     shared_dir: str, local_temp_dir: str, accel: str = "kvm") -> list:
+    """_build_qemu_command. accel="tcg" is the one change the tests make
+    (KVM guests hang on the test machine): no -enable-kvm, accel=tcg and
+    -cpu max for -cpu host. No OVMF_CODE file on the test machine, so no
+    pflash drive (upstream leaves it out then, lines 622-660)."""
+    argv = ["qemu-system-x86_64"]
+    if accel == "kvm":
+        argv.append("-enable-kvm")
+    argv += ["-machine", f"q35,accel={accel}", "-cpu", "host" if accel == "kvm" else "max", "-smp", str(cores),
+             "-m", f"{memory_mb}M", "-daemonize", "-pidfile", f"{instance_dir}/qemu.pid"]
+    argv += ["-drive", f"file={instance_dir}/root.qcow2,format=qcow2,if=virtio,cache=writeback",
+             "-drive", f"file={instance_dir}/seed.iso,format=raw,if=virtio,media=cdrom,readonly=on",
+             "-netdev", f"tap,id=net0,ifname={tap},script=no,downscript=no",
+             "-device", f"virtio-net-pci,netdev=net0,mac={mac}",
+             "-qmp", f"unix:{run_dir}/{task_id}.qmp,server,nowait",
+             "-serial", f"file:{instance_dir}/serial.log",
+             "-display", "none", "-vga", "std",
+             "-fsdev", f"local,id=fs_shared,path={shared_dir}/shared_data,security_model=passthrough",
+             "-device", "virtio-9p-pci,fsdev=fs_shared,mount_tag=kohaku_shared",
+             "-fsdev", f"local,id=fs_local,path={local_temp_dir}/{task_id},security_model=passthrough",
+             "-device", "virtio-9p-pci,fsdev=fs_local,mount_tag=kohaku_local"]
+    return argv
+
+
+def python_vm_state(task_id: int, cores: int, vm_ip: str, tap: str, mac: str, ssh_port: int) -> dict:
+    """_persist_vm_task_state's state_data, key order kept (standard mode:
+    _create_standard_vm_network, vm_network_manager.py lines 370-389)."""
+    return {"task_id": task_id, "container_name": f"vm-{task_id}", "allocated_cores": cores, "allocated_gpus": [],
+            "numa_node": None, "vm_ip": vm_ip, "tap_device": tap, "mac_address": mac, "gpu_pci_addresses": [],
+            "network_mode": "standard", "bridge_name": "kohaku-br0", "gateway": "10.200.0.1", "prefix_len": 24,
+            "ssh_port": ssh_port}
+
+
+# _setup_nat_firewall_rules: -t nat -A POSTROUTING, then -I FORWARD 1 for
+# "-s" and for "-d" (so "-d" ends up first), as iptables-save prints them.
+PYTHON_VM_NAT_RULES = ["-A POSTROUTING -s 10.200.0.0/24 ! -d 10.200.0.0/24 -j MASQUERADE",
+                       "-A FORWARD -d 10.200.0.0/24 -j ACCEPT",
+                       "-A FORWARD -s 10.200.0.0/24 -j ACCEPT"]
+PYTHON_VM_NAT_COMMANDS = [["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "10.200.0.0/24", "!", "-d",
+                           "10.200.0.0/24", "-j", "MASQUERADE"],
+                          ["iptables", "-I", "FORWARD", "1", "-s", "10.200.0.0/24", "-j", "ACCEPT"],
+                          ["iptables", "-I", "FORWARD", "1", "-d", "10.200.0.0/24", "-j", "ACCEPT"]]
+
+
+def vm_store_entry(state: dict) -> bytes:
+    return KVAULT_MSGPACK_HEADER + msgpack(state)
+
+
+# ---------------------------------------------------------------- Docker VPS
+def python_vps_argv(cfg: dict, task_id: int, image: str, ssh_public_key: str, cores: int) -> list:
+    """runner/services/vps_creation.py _build_vps_docker_command (lines
+    70-225) as create_vps calls it (lines 520-560): registry image used as
+    is, mounts SHARED_DIR/shared_data:/shared and LOCAL_TEMP_DIR:/local_temp,
+    workdir /shared, kohakuriver-net (no overlay), -p 0:22, SYS_NICE, no
+    tunnel (TUNNEL_ENABLED=False), no memory limit or GPU, "upload" mode's
+    setup (lines 195-210, apt for a debian image: _detect_package_manager)."""
+    setup = ("apt update && apt install -y openssh-server && ssh-keygen -A && "
+             "echo 'PasswordAuthentication no' >> /etc/ssh/sshd_config && "
+             "echo 'PermitRootLogin yes' >> /etc/ssh/sshd_config && "
+             "mkdir -p /run/sshd && chmod 0755 /run/sshd && mkdir -p /root/.ssh && "
+             f"echo '{ssh_public_key}' > /root/.ssh/authorized_keys && "
+             "chmod 700 /root/.ssh && chmod 600 /root/.ssh/authorized_keys && /usr/sbin/sshd -D -e")
+    argv = [DOCKER, "run", "--restart", "unless-stopped", "-d", "--name", f"kohakuriver-vps-{task_id}",
+            "--network", "kohakuriver-net", "-p", "0:22", "--cap-add", "SYS_NICE"]
+    for host_path, target in ((f"{cfg['SHARED_DIR']}/shared_data", "/shared"), (cfg["LOCAL_TEMP_DIR"], "/local_temp")):
+        argv += ["--mount", f"type=bind,source={host_path},target={target}"]
+    argv += ["--workdir", "/shared", "--cpus", str(cores), image, "/bin/sh", "-c", setup]
+    return argv
+
+
+def store_entry(task_id: int, container_name: str, cores: int = 0) -> bytes:
+    # TaskStateStore.add_task as _finalize_vps_creation calls it (lines 412-418).
+    return KVAULT_MSGPACK_HEADER + msgpack({"task_id": task_id, "container_name": container_name,
+                                            "allocated_cores": cores, "allocated_gpus": [], "numa_node": None})
+
+
+# ---------------------------------------------------------------- overlay
+def python_overlay_commands(alloc: dict, runner_physical_ip: str, base_vni: int = 100, mtu: int = 1450) -> list:
+    """What runner/services/overlay_manager.py RunnerOverlayManager.setup
+    does (lines 85-115, defaults base VNI 100, port 4789, MTU 1450 of
+    lines 62-75), as commands: the bridge kohaku-overlay with the gateway
+    (_ensure_bridge_sync, lines 140-188), vxlan0 unicast to the host,
+    learning off (_ensure_vxlan_sync, lines 190-262), enslaved
+    (lines 265-288), the overlay route via the host's address on this
+    runner's subnet (_ensure_overlay_routes, lines 329-364), FORWARD
+    inserted at 1 and 2 and the NAT rule (_setup_firewall_rules, lines
+    366-450), then the Docker network on that bridge
+    (_setup_docker_network_sync, lines 489-537)."""
+    cidr, gw, prefix = alloc["overlay_network_cidr"], alloc["overlay_gateway"], alloc["overlay_subnet"].split("/")[1]
+    return [
+        ["ip", "link", "add", "kohaku-overlay", "type", "bridge"],
+        ["ip", "link", "set", "kohaku-overlay", "mtu", str(mtu), "up"],
+        ["ip", "addr", "add", f"{gw}/{prefix}", "dev", "kohaku-overlay"],
+        ["ip", "link", "add", "vxlan0", "type", "vxlan", "id", str(base_vni + alloc["runner_id"]), "local",
+         runner_physical_ip, "remote", alloc["host_physical_ip"], "dstport", "4789", "nolearning"],
+        ["ip", "link", "set", "vxlan0", "mtu", str(mtu), "up"],
+        ["ip", "link", "set", "vxlan0", "master", "kohaku-overlay"],
+        ["ip", "route", "add", cidr, "via", alloc["host_ip_on_runner_subnet"]],
+        ["iptables", "-I", "FORWARD", "1", "-s", cidr, "-j", "ACCEPT"],
+        ["iptables", "-I", "FORWARD", "2", "-d", cidr, "-j", "ACCEPT"],
+        ["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", cidr, "!", "-d", cidr, "-j", "MASQUERADE"],
+        [DOCKER, "network", "create", "--driver", "bridge", "--subnet", alloc["overlay_subnet"], "--gateway", gw,
+         "-o", "com.docker.network.bridge.name=kohaku-overlay", "-o", f"com.docker.network.driver.mtu={mtu}",
+         "-o", "com.docker.network.bridge.enable_icc=true",
+         "-o", "com.docker.network.bridge.enable_ip_masquerade=false", "kohakuriver-overlay"],
+    ]
+
+
+def python_overlay_rule_removals(alloc: dict) -> list:
+    cidr = alloc["overlay_network_cidr"]
+    return [["iptables", "-D", "FORWARD", "-s", cidr, "-j", "ACCEPT"],
+            ["iptables", "-D", "FORWARD", "-d", cidr, "-j", "ACCEPT"],
+            ["iptables", "-t", "nat", "-D", "POSTROUTING", "-s", cidr, "!", "-d", cidr, "-j", "MASQUERADE"]]
+
+
+# Upstream's own code, in a venv with upstream installed
+# (KR_UPSTREAM_VENV, see scripts/upstream-interop.sh).
+_UPSTREAM_OVERLAY = r"""
+import asyncio, json, sys
+from kohakuriver.runner.services.overlay_manager import OverlayConfig, RunnerOverlayManager
+a, phys = json.loads(sys.argv[1]), sys.argv[2]
+asyncio.run(RunnerOverlayManager().setup(OverlayConfig(
+    runner_id=a["runner_id"], subnet=a["overlay_subnet"], gateway=a["overlay_gateway"],
+    host_overlay_ip=a["host_overlay_ip"], host_physical_ip=a["host_physical_ip"], runner_physical_ip=phys,
+    overlay_network_cidr=a["overlay_network_cidr"], host_ip_on_runner_subnet=a["host_ip_on_runner_subnet"])))
+print("upstream overlay set up", flush=True)
+"""
+
+
+def make_python_overlay(alloc: dict, runner_physical_ip: str) -> str:
+    """Builds the Python runner's overlay: with upstream's own code when
+    KR_UPSTREAM_VENV names a venv that has it, else with the commands
+    above. Returns which."""
+    import json
+    venv = os.environ.get("KR_UPSTREAM_VENV")
+    if venv:
+        subprocess.run([f"{venv}/bin/python", "-c", _UPSTREAM_OVERLAY, json.dumps(alloc), runner_physical_ip],
+                       check=True, capture_output=True, text=True, timeout=120)
+        return "upstream code"
+    for cmd in python_overlay_commands(alloc, runner_physical_ip):
+        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60)
+    return "reproduction"

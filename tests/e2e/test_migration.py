@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pylayout import (REAL_KVAULT_VALUE_12, PythonStateStore, PythonTask, ensure_python_network,
-                      task_entry)
-from taskutil import IMAGE, docker, final_report, new_task_id, wait_until
+from pylayout import (REAL_KVAULT_VALUE_12, PythonStateStore, PythonTask, ensure_python_network, python_vps_argv,
+                      store_entry, task_entry)
+from taskutil import IMAGE, docker, final_report, http, new_task_id, wait_until
+from vpsutil import DEBIAN, cleanup_vps, create, make_key, ssh_until, vps_body
+from wsutil import connect, read_until, send_json
 
 RECONCILED = "Task startup reconciliation done"
 LOST_MESSAGE = ("Container not found on runner startup: this task was started by the previous (Python) runner, "
@@ -130,6 +132,57 @@ def test_container_labelled_for_another_node_left_alone(host, make_runner):
         assert host.updates_for(tid) == []
     finally:
         docker("rm", "-f", name, check=False)
+
+
+def test_switch_keeps_python_vps_usable_through_the_host(host, make_runner, tmp_path):
+    """A Docker VPS started by the Python runner (its exact `docker run`,
+    pylayout.python_vps_argv, and its store entry): after the switch this
+    runner reports it running with its SSH port and serves SSH, terminal,
+    files, stop with snapshot and the host's restart."""
+    cfg = python_config(tmp_path)
+    (Path(cfg["SHARED_DIR"]) / "shared_data").mkdir()
+    ensure_python_network()
+    key, pub = make_key(tmp_path)
+    t = new_task_id()
+    name = f"kohakuriver-vps-{t}"
+    store = PythonStateStore(cfg["LOCAL_TEMP_DIR"])
+    try:
+        subprocess.run(python_vps_argv(cfg, t, DEBIAN, pub, 1), check=True, capture_output=True, timeout=60)
+        port = int(docker("port", name, "22/tcp").stdout.splitlines()[0].rsplit(":", 1)[1])
+        ssh_until(port, "echo made-under-python > /root/marker.txt", key, timeout=90)
+        store.put(str(t).encode(), store_entry(t, name, 1))
+        store.kill()
+
+        runner = make_runner(host, SHARED_DIR=cfg["SHARED_DIR"], LOCAL_TEMP_DIR=cfg["LOCAL_TEMP_DIR"],
+                             TUNNEL_ENABLED=False)
+        runner.wait_listening()
+        host.wait_for("update", timeout=30, pred=lambda r: r.json()["task_id"] == t and r.json()["status"] == "running")
+        up = [u for u in host.updates_for(t) if u["status"] == "running"][-1]
+        assert up["ssh_port"] == port, up
+        wait_log(runner, f"Python runner state store lists vps {t}")
+        host.wait_for("heartbeat", pred=lambda r: t in (r.json().get("running_tasks") or []), timeout=30)
+        assert ssh_until(port, "cat /root/marker.txt", key).stdout == "made-under-python\n"
+        ws = connect(runner, f"/ws/task/{t}/terminal")
+        try:
+            send_json(ws, {"type": "input", "data": "cat /root/marker.txt\n"})
+            read_until(ws, "made-under-python")
+        finally:
+            ws.close()
+        status, res = http("POST", runner.url(f"/api/fs/{t}/write"), {"path": "/root/api.txt", "content": "api\n"})
+        assert status == 200, res
+        assert http("GET", runner.url(f"/api/fs/{t}/read?path=/root/marker.txt"))[1]["content"] == "made-under-python\n"
+
+        status, body = http("POST", runner.url(f"/api/vps/stop/{t}"), timeout=120)
+        assert (status, body) == (200, {"message": f"VPS {t} stopped."})
+        assert docker("inspect", name, check=False).returncode != 0
+        assert http("GET", runner.url(f"/api/vps/snapshots/{t}"))[1]["count"] == 1
+        # The host's restart: a create with the same id; the snapshot is used.
+        port2 = create(runner, vps_body(t, "none", None))["ssh_port"]
+        assert ssh_until(port2, "cat /root/marker.txt /root/api.txt", key).stdout == "made-under-python\napi\n"
+    finally:
+        store.kill()
+        docker("rm", "-f", name, check=False)  # the Python runner's (no labels)
+        cleanup_vps([t])
 
 
 # Needs the upstream source and a Python with kohakuvault (not in CI: no

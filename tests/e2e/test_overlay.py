@@ -485,6 +485,48 @@ def test_overlay_down_fails_tasks_that_need_it(scenario):  # O9, O12
     hub.overlay = allocation(3)
 
 
+def _overlay_identity(container):
+    """What a recreation would change: link indexes, the network's id, the
+    container's endpoint on it, the route."""
+    idx = {n: Path(f"/sys/class/net/{n}/ifindex").read_text().strip() for n in ("vxlan0", "kohaku-overlay")}
+    return {"links": idx, "master": sh("ip", "-o", "link", "show", "vxlan0").stdout.split(" master ")[1].split()[0],
+            "network": docker("network", "inspect", "-f", "{{.Id}}", "kohakuriver-overlay").stdout.strip(),
+            "endpoint": docker("inspect", "-f", '{{(index .NetworkSettings.Networks "kohakuriver-overlay").EndpointID}}',
+                               container).stdout.strip(),
+            "route": sh("ip", "route", "show", "10.128.0.0/12").stdout.strip()}
+
+
+def test_switch_from_python_runner_keeps_its_overlay(scenario):  # issue 18
+    """The overlay as the Python runner builds it (its own code with
+    KR_UPSTREAM_VENV, else pylayout's command-for-command reproduction),
+    with a container on it: this runner starts and recreates nothing; the
+    container stays attached and reaches the other side."""
+    from conftest import BINARY
+    from pylayout import make_python_overlay, python_overlay_rule_removals
+    assert scenario.runner.stop() == 0
+    scenario.remove_tasks()
+    sh(str(BINARY), "overlay", "cleanup", "--config", str(scenario.runner.config_path))
+    alloc = allocation(1)
+    name = f"kr-test-python-overlay-{new_task_id()}"
+    try:
+        how = make_python_overlay(alloc, RUNNER_PHYS)
+        docker("run", "-d", "--rm", "--name", name, "--network", "kohakuriver-overlay", IMAGE, "sleep", "3600")
+        assert ping_from_container(name, "10.128.128.2").returncode == 0  # the Python runner's overlay works
+        before = _overlay_identity(name)
+        scenario.start()
+        st = scenario.wait_overlay(pred=lambda s: "last_apply_ms" in s)
+        changes = st["last_changes"]
+        assert not [c for c in changes if "created" in c or "removed" in c or "detach" in c], changes
+        assert _overlay_identity(name) == before, changes
+        assert ping_from_container(name, "10.128.128.2").returncode == 0
+        assert ns("kro-c2", "ping", "-c", "2", "-W", "2", container_ip(name), check=False).returncode == 0
+        print(f"\nPython runner's overlay ({how}) kept; this runner changed: {changes}")
+    finally:
+        docker("rm", "-f", name, check=False)
+        for cmd in python_overlay_rule_removals(alloc):
+            sh(*cmd, check=False)
+
+
 def test_cleanup_removes_everything(scenario):  # O13
     from conftest import BINARY
     assert scenario.runner.stop() == 0

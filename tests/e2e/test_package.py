@@ -59,9 +59,29 @@ rm -f /etc/apt/sources.list.d/*
 echo 'deb [trusted=yes] file:/repo ./' > /etc/apt/sources.list
 # An older unit from `init service` (the Python runner's) must be pointed out.
 mkdir -p /etc/systemd/system
-printf '[Service]\nExecStart=/usr/bin/python3 -m kohakuriver.runner\n' > /etc/systemd/system/kohakuriver-runner.service
+PYUNIT='[Service]\nKillMode=process\nExecStart=/opt/kr/venv/bin/python -m kohakuriver.cli.runner --config /root/.kohakuriver/runner_config.py\n'
+printf "$PYUNIT" > /etc/systemd/system/kohakuriver-runner.service
+# systemd is neither installed nor PID 1 in this container: a systemctl (where
+# apt's PATH finds it) says the unit is active and records what the
+# maintainer scripts ask of it.
+mkdir -p /run/systemd/system
+printf '#!/bin/sh\necho "$*" >> /tmp/systemctl.log\nexit 0\n' > /usr/bin/systemctl
+chmod +x /usr/bin/systemctl
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q /pkg/PKG 2>&1
+echo "=== systemctl, Python unit active"
+grep kohakuriver /tmp/systemctl.log || true
+: > /tmp/systemctl.log
+# Our own unit (`kohakuriver init service`) in the same place: restarted.
+printf '[Service]\nExecStart=/usr/bin/kohakuriver runner --config /etc/kohakuriver/runner_config.py\n' > /etc/systemd/system/kohakuriver-runner.service
+/var/lib/dpkg/info/kohakuriver-runner.postinst configure 0.0.1 >/dev/null
+echo "=== systemctl, our unit active"
+grep kohakuriver /tmp/systemctl.log || true
+: > /tmp/systemctl.log
+printf "$PYUNIT" > /etc/systemd/system/kohakuriver-runner.service
+/var/lib/dpkg/info/kohakuriver-runner.prerm remove
+echo "=== systemctl, remove with the Python unit"
+grep kohakuriver /tmp/systemctl.log || true
 echo "=== version"
 kohakuriver --version
 kohakuriver.runner --version
@@ -81,6 +101,13 @@ dpkg-query -W -f='${Conffiles}\n' kohakuriver-runner
     out = p.stdout + p.stderr
     assert p.returncode == 0, out
     assert "WARNING: /etc/systemd/system/kohakuriver-runner.service exists" in out, out
+    # Installing (or removing) the package never restarts or stops the
+    # Python runner's unit that shadows the packaged one (issue 18).
+    section = lambda name: out.split(f"=== systemctl, {name}\n")[1].split("===")[0]  # noqa: E731
+    assert "try-restart" not in section("Python unit active") and "is-active" in section("Python unit active"), out
+    assert "is not this package's runner" in out, out
+    assert "try-restart kohakuriver-runner.service" in section("our unit active"), out
+    assert "stop" not in section("remove with the Python unit"), out
     # Both names print "kohakuriver-runner <version> (commit …, target …)".
     version = out.split("=== version")[1].split("===")[0].strip().splitlines()
     assert len(version) == 2 and all(v.startswith("kohakuriver-runner ") and "(commit " in v for v in version), out

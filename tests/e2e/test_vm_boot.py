@@ -13,6 +13,7 @@ Under TCG a boot takes ~70 s on an idle machine and was seen at 562 s on a
 loaded 2-core one: the watchdog and the waits here are generous, and the
 test has its own time limit (timeout_s). The image is built (and cached by
 content) by scripts/test.sh; this test fails, not skips, without it."""
+import json
 import os
 import subprocess
 import time
@@ -21,6 +22,8 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port
+from pylayout import (PYTHON_VM_NAT_COMMANDS, PYTHON_VM_NAT_RULES, PythonStateStore, python_qemu_argv, python_vm_state,
+                      vm_store_entry)
 from taskutil import http
 from test_vm_service import _need_vm_tools, _tap, host_any, vm_body, vm_dirs  # noqa: F401
 from vmutil import VmNetns, kill_qemus_of, qemu_alive, start_in_netns, wait_until
@@ -62,7 +65,7 @@ def _boot(ns, host, make_runner, cfg, inst, tmp_path):
     # One port for both runners: the guest agent's URL carries it.
     cfg = dict(cfg, HOST_ADDRESS=ns.outer_ip, VM_CLOUD_INIT_TIMEOUT_SECONDS=BOOT_LIMIT,
                VM_POWERDOWN_TIMEOUT_SECONDS=60, RUNNER_PORT=free_port())
-    make = lambda: make_runner(host, start=False, env={"HOME": str(home)}, **cfg)  # noqa: E731
+    make = lambda **o: make_runner(host, start=False, env={"HOME": str(home)}, **dict(cfg, **o))  # noqa: E731
     runner = start_in_netns(make(), ns)
     base = f"{ns.inner_ip}:{runner.port}"
     user_key = tmp_path / "user_key"
@@ -152,6 +155,10 @@ def _boot(ns, host, make_runner, cfg, inst, tmp_path):
     status, res = http("GET", f"http://{base}/api/fs/42/read?path=/root/kr/round-trip.txt", timeout=60)
     assert status == 200 and res["content"] == "through the VM\n", res
 
+    # ---- switch from the Python runner (issue 18): the same guest, left as
+    # the Python runner leaves it, adopted on this runner's first start
+    runner, base = _switch_from_python_runner(ns, host, make, runner, pid, inst, cfg, user_key, tmp_path)
+
     # ---- restart (V8): answered at once; a new QEMU boots the same disk and
     # the agent phones home again (cloud-init does not re-run)
     n_running = len([u for u in host.updates_for(42) if u["status"] == "running"])
@@ -169,6 +176,15 @@ def _boot(ns, host, make_runner, cfg, inst, tmp_path):
         time.sleep(3)
     assert r.stdout == "through the VM\n", (r.stdout, r.stderr)  # the same disk
     print(f"VM restart under TCG: running again {t_restart:.0f} s after vm-restart")
+    # The relaunch ran the Python runner's command line with its /local_temp
+    # share (LOCAL_TEMP_DIR/42, which every container can write) moved into
+    # the instance directory, the files with it (issue 16).
+    local = Path(runner.config["LOCAL_TEMP_DIR"])
+    r = ssh(user_key, ns.inner_ip, SSH_PORT, "cat /local_temp/from-python.txt")
+    assert r.stdout == "written under the Python runner\n", (r.stdout, r.stderr)
+    assert not (local / "42").exists()
+    saved = json.loads((inst / "42" / "qemu_cmd.json").read_text())
+    assert f"local,id=fs_local,path={inst}/42/local_temp,security_model=passthrough" in saved, saved
 
     # ---- stop: the guest powers off; nothing is left behind
     assert http("POST", f"http://{base}/api/vps/stop/42", timeout=120) == (200, {"message": "VPS 42 stopped."})
@@ -176,3 +192,73 @@ def _boot(ns, host, make_runner, cfg, inst, tmp_path):
     assert not ns.link_exists("tap-" + _tap(42))
     assert not (Path(cfg["VM_RUN_DIR"]) / "42.qmp").exists()
     assert not (inst / "42" / "qemu.pid").exists() and not (inst / "42" / "vm-state.json").exists()
+
+
+def _switch_from_python_runner(ns, host, make, runner, pid, inst, cfg, user_key, tmp_path):
+    """Stops this runner and leaves the running guest exactly as the Python
+    runner leaves a VM it started (tests/e2e/pylayout.py, read from
+    upstream's source): its qemu_cmd.json, vm-state.json, its state store
+    entry, its /local_temp share under LOCAL_TEMP_DIR and its NAT rules, no
+    state of this runner. Pid file, QMP socket, TAP and bridge already have
+    upstream's names and places; the running QEMU's command line is
+    upstream's but for the /local_temp share (checked below). Then this
+    runner starts for the first time on the node."""
+    d = inst / "42"
+    local, shared = runner.config["LOCAL_TEMP_DIR"], runner.config["SHARED_DIR"]
+    ours = json.loads((d / "qemu_cmd.json").read_text())
+    state = json.loads((d / "vm-state.json").read_text())
+    py_argv = python_qemu_argv(42, str(d), cfg["VM_RUN_DIR"], int(ours[ours.index("-smp") + 1]),
+                               int(ours[ours.index("-m") + 1].rstrip("M")), state["tap_device"], state["mac_address"],
+                               shared, local, accel="tcg")
+    assert ours == [a.replace(f"path={local}/42,", f"path={d}/local_temp,") for a in py_argv], (ours, py_argv)
+    boot_id = ssh(user_key, ns.inner_ip, SSH_PORT, "cat /proc/sys/kernel/random/boot_id").stdout.strip()
+    assert boot_id
+    runner.stop()
+
+    (d / "qemu_cmd.json").write_text(json.dumps(py_argv))
+    py_state = python_vm_state(42, state["allocated_cores"], state["vm_ip"], state["tap_device"], state["mac_address"],
+                               SSH_PORT)
+    (d / "vm-state.json").write_text(json.dumps(py_state, indent=2))
+    store = PythonStateStore(local)
+    store.put(b"42", vm_store_entry(py_state))
+    store.kill()
+    (Path(local) / "42").mkdir()
+    (Path(local) / "42" / "from-python.txt").write_text("written under the Python runner\n")
+    ns.exec("iptables", "-t", "nat", "-F", "POSTROUTING")
+    ns.exec("iptables", "-F", "FORWARD")
+    for cmd in PYTHON_VM_NAT_COMMANDS:
+        ns.exec(*cmd)
+
+    n_running = len([u for u in host.updates_for(42) if u["status"] == "running"])
+    runner = start_in_netns(make(STATE_DIR=str(tmp_path / "state-after-switch")), ns)
+    base = f"{ns.inner_ip}:{runner.port}"
+    wait_until(lambda: http("GET", f"http://{base}/api/vps/42/vm-status")[0] == 200, 60, "the adopted VM")
+    st = http("GET", f"http://{base}/api/vps/42/vm-status")[1]
+    assert st["pid"] == pid and st["ssh_ready"] is True, st
+    up = host.wait_for("update", count=n_running + 1, timeout=60,
+                       pred=lambda r: r.json()["task_id"] == 42 and r.json()["status"] == "running")[-1].json()
+    assert up["message"] == "VM recovered after runner restart", up
+    out = runner.output()
+    assert "First start on this node" in out and "Python runner state store lists vm 42" in out, out[-3000:]
+    assert "the share moves into" in out, out[-3000:]
+    # The guest did not reboot; SSH, terminal and files work through this runner.
+    r = ssh(user_key, ns.inner_ip, SSH_PORT, "cat /proc/sys/kernel/random/boot_id")
+    assert r.stdout.strip() == boot_id, (r.stdout, r.stderr)
+    ws = websocket.create_connection(f"ws://{base}/ws/task/42/terminal", timeout=60)
+    try:
+        send_json(ws, {"type": "input", "data": "echo ADOPTED-$(hostname)\n"})
+        read_until(ws, "ADOPTED-kohaku-vm-42", timeout=60)
+    finally:
+        ws.close()
+    status, res = http("GET", f"http://{base}/api/fs/42/read?path=/root/kr/round-trip.txt", timeout=60)
+    assert status == 200 and res["content"] == "through the VM\n", res
+    # The guest agent's heartbeats reach this runner; the host sees the VM.
+    wait_until(lambda: http("GET", f"http://{base}/api/vps/42/vm-status")[1]["last_heartbeat"] is not None, 90,
+               "a guest agent heartbeat at this runner")
+    host.wait_for("heartbeat", pred=lambda r: 42 in (r.json().get("running_tasks") or []), timeout=30)
+    # The Python runner's NAT rules are left in place, once each.
+    rules = ns.exec("iptables-save").stdout.splitlines()
+    for rule in PYTHON_VM_NAT_RULES:
+        assert rules.count(rule) == 1, (rule, rules)
+    print(f"VM adopted from the Python runner's layout: pid {pid}, boot id unchanged")
+    return runner, base

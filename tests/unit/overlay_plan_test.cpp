@@ -135,10 +135,19 @@ TEST(OverlayPlan, DockerNetworkKeepsTheHostAddressOutOfIpam) {  // O4
   json upstream = inspect;
   upstream["IPAM"]["Config"][0].erase("AuxiliaryAddresses");
   EXPECT_EQ(overlay_network_differences(upstream, d).size(), 1u);
+  // Upstream's network is kept while containers use it (issue 18); nothing
+  // else is excused.
+  EXPECT_TRUE(lacks_only_host_reservation(upstream, d));
+  EXPECT_FALSE(lacks_only_host_reservation(inspect, d));
+  EXPECT_FALSE(lacks_only_host_reservation(upstream, desired(3)));
   json other_bridge = inspect;
   other_bridge["Options"]["com.docker.network.bridge.name"] = "br-123";
   EXPECT_FALSE(overlay_network_differences(other_bridge, d).empty());
   EXPECT_FALSE(overlay_network_differences(json::object(), d).empty());
+  EXPECT_FALSE(lacks_only_host_reservation(other_bridge, d));
+  json upstream_other_bridge = upstream;
+  upstream_other_bridge["Options"]["com.docker.network.bridge.name"] = "br-123";
+  EXPECT_FALSE(lacks_only_host_reservation(upstream_other_bridge, d));
 }
 
 TEST(OverlayPlan, ContainerNetworkChoice) {  // O12
