@@ -56,7 +56,7 @@ srv=$(submit krc-n2 "mkdir -p /tmp/w && head -c 20000000 /dev/urandom > /tmp/w/f
 wait_status "$srv" "running None" 120
 for _ in $(seq 1 60); do [ -s "$OUT/srv.md5" ] && break; sleep 1; done
 ip2=$(overlay_ip_of 2 "kohakuriver-task-$srv")
-cli=$(submit krc-n1 "ping -c 2 -W 5 $ip2 && wget -q -O - http://$ip2:5000/f | md5sum | cut -c1-32 > /shared/krc-up/got.md5")
+cli=$(submit krc-n1 "ping -c 2 -W 5 $ip2 && for i in \$(seq 30); do wget -q -O /tmp/f http://$ip2:5000/f && break; sleep 1; done && md5sum /tmp/f | cut -c1-32 > /shared/krc-up/got.md5")
 wait_status "$cli" "completed 0" 300
 [ "$(cat "$OUT/got.md5")" = "$(cat "$OUT/srv.md5")" ] || fail "20 MB over the overlay differ"
 step "overlay: krc-n1 -> krc-n2 ($ip2): ping ok, 20 MB byte-exact (md5 $(cat "$OUT/got.md5"))"
