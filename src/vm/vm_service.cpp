@@ -195,19 +195,22 @@ void VmService::mark_running(VmPtr vm) {
   asio::co_spawn(ex_, report(id, std::move(body), false), asio::detached);
 }
 
+asio::awaitable<void> VmService::report_final(int64_t id, json body) {
+  bool durable = false;
+  try {
+    durable = co_await deps_.store.finish_task(id, body.dump()) == store::FinishOutcome::Reported;
+  } catch (const std::exception& e) {
+    spdlog::error("VM {}: cannot record its final status: {}", id, e.what());
+  }
+  if (!durable) co_await report(id, std::move(body), true);
+}
+
 // ---- create (§4) -------------------------------------------------------------
 
 asio::awaitable<HttpResponse> VmService::fail_create(VmPtr vm, std::string message, int http_status) {
   const int64_t id = vm->state.task_id;
   spdlog::warn("VM {}: {}", id, message);
-  json r = status_body(id, "failed", std::nullopt, message, std::nullopt, true);
-  bool durable = false;
-  try {
-    durable = co_await deps_.store.finish_task(id, r.dump()) == store::FinishOutcome::Reported;
-  } catch (const std::exception& e) {
-    spdlog::error("Cannot record the failure of VM {}: {}", id, e.what());
-  }
-  if (!durable) co_await report(id, r, true);
+  co_await report_final(id, status_body(id, "failed", std::nullopt, message, std::nullopt, true));
   vm->gone = true;
   vms_.erase(id);
   co_return HttpResponse::detail(http_status, message);

@@ -154,6 +154,9 @@ class VmService : public vps::VmBackend {
   // ---- vm_service.cpp
   boost::asio::awaitable<api::HttpResponse> fail_create(VmPtr vm, std::string message, int http_status);
   boost::asio::awaitable<void> report(int64_t id, nlohmann::json body, bool is_final);
+  // A final status: recorded in the state store (whose outbox delivers it),
+  // or, when the store cannot take it, sent directly.
+  boost::asio::awaitable<void> report_final(int64_t id, nlohmann::json body);
   nlohmann::json status_body(int64_t id, const std::string& status, std::optional<int64_t> exit_code,
                              std::optional<std::string> message, std::optional<std::string> started_at,
                              bool completed) const;

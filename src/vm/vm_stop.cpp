@@ -114,14 +114,7 @@ asio::awaitable<void> VmService::finish_ending(VmPtr vm) {
   vms_.erase(id);
   co_await free_vm_resources(vm->state, vm->paths);
   const VmEnding ending = vm->ending.value_or(stop_ending());
-  json r = status_body(id, ending.status, std::nullopt, ending.message, std::nullopt, true);
-  bool durable = false;
-  try {
-    durable = co_await deps_.store.finish_task(id, r.dump()) == store::FinishOutcome::Reported;
-  } catch (const std::exception& e) {
-    spdlog::error("VM {}: cannot record its end: {}", id, e.what());
-  }
-  if (!durable) co_await report(id, r, true);
+  co_await report_final(id, status_body(id, ending.status, std::nullopt, ending.message, std::nullopt, true));
   spdlog::info("VM {} ended ({})", id, ending.status);
 }
 
