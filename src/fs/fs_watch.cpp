@@ -292,7 +292,7 @@ asio::awaitable<void> FsService::watch(api::WebSocket& ws) {
     try {
       ssh::SshStreamSpec spec;
       spec.target = workload::vm_ssh_target(target.vm_ip);
-      spec.command = ssh::join_command(inotify_argv(valid));
+      spec.command = ssh::command_ending_with_channel(inotify_argv(valid));
       stream = co_await ssh::SshStream::open(std::move(spec));
     } catch (const std::exception& e) {
       why = e.what();
@@ -305,7 +305,7 @@ asio::awaitable<void> FsService::watch(api::WebSocket& ws) {
     }
     asio::co_spawn(ex, pump_inotify_ssh(&ws, stream, producer_done, watching_msg(valid, inotify)), asio::detached);
     co_await client_loop(ws, producer_done);
-    stream->close();  // closing the channel ends inotifywait (SIGHUP/SIGPIPE)
+    stream->close();  // the channel's EOF ends inotifywait (command_ending_with_channel)
     co_await wait_until_done(producer_done);
   } else if (inotify) {
     std::shared_ptr<docker::ExecStream> stream;

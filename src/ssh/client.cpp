@@ -143,6 +143,18 @@ std::string join_command(const std::vector<std::string>& argv) {
   return s;
 }
 
+std::string command_ending_with_channel(const std::vector<std::string>& argv) {
+  // fd 3 keeps the channel's stdin for the watcher: an asynchronous list's
+  // stdin is /dev/null unless redirected explicitly.
+  static const std::string script =
+      "exec 3<&0; \"$@\" <&- 3<&- & p=$!; "
+      "{ cat >/dev/null 2>&1; kill $p 2>/dev/null; } <&3 >/dev/null 2>&1 & "
+      "exec 3<&-; wait $p";
+  std::vector<std::string> line = {"sh", "-c", script, "sh"};
+  line.insert(line.end(), argv.begin(), argv.end());
+  return join_command(line);
+}
+
 SshExecResult ssh_exec(const SshTarget& target, const std::string& command,
                        const std::optional<std::string>& stdin_data, std::chrono::milliseconds deadline,
                        std::size_t max_stdout) {

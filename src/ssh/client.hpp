@@ -58,4 +58,13 @@ SshExecResult ssh_exec(const SshTarget& target, const std::string& command,
 // (execution.md §1.5.2).
 std::string join_command(const std::vector<std::string>& argv);
 
+// argv as a command line that ends when its channel closes. Without a PTY
+// sshd sends no SIGHUP when the client closes the channel, and a command
+// that writes nothing meanwhile (`inotifywait -m` with no events) never
+// gets SIGPIPE, so it would outlive its channel for good. The line runs
+// argv under `sh` (whatever the login shell) beside a watcher that reads the
+// channel's stdin and kills argv at its EOF; the line's exit status is
+// argv's. For commands that read no stdin.
+std::string command_ending_with_channel(const std::vector<std::string>& argv);
+
 }  // namespace kr::ssh

@@ -29,6 +29,20 @@ from wsutil import read_until, recv_json, send_json, websocket
 
 VM_IP = "10.200.0.10"
 
+
+def _inotifywaits_of(path: Path) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"inotifywait") and str(path).encode() in argv:
+            found.append(proc.name)
+    return found
+
 SSHD_CONFIG = """ListenAddress {ip}
 Port 22
 HostKey {host_key}
@@ -200,6 +214,10 @@ def _run(ns, host, make_runner, cfg, home, tmp_path, procs):
             pass
     finally:
         ws.close()
+    # Nothing changes in the directory any more, so inotifywait writes
+    # nothing and gets no SIGPIPE: it must end with its channel (it used to
+    # live on, re-parented to init).
+    wait_until(lambda: not _inotifywaits_of(d), timeout=20, what="the watch's inotifywait to end with its channel")
 
     # ---- port forward into the VM (tunnel-overlay.md §2.3.3, T8)
     procs.append(ns.popen("python3", "-c", ECHO, VM_IP, "7000", "7001"))

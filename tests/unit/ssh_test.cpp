@@ -16,6 +16,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cstdio>
+#include <fstream>
 #include <thread>
 
 #include "ssh/client.hpp"
@@ -268,6 +270,65 @@ TEST_F(VmSshServer, StreamCommandSeparatesStderrAndCloseEndsIt) {
   io.run_for(std::chrono::seconds(20));
   EXPECT_NE(err.find("banner"), std::string::npos);
   EXPECT_TRUE(ended);
+}
+
+// Processes whose command line is exactly `argv` (NUL-separated in /proc).
+int count_processes(const std::vector<std::string>& argv) {
+  std::string want;
+  for (const auto& a : argv) want += a + '\0';
+  int n = 0;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const auto name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream f(e.path() / "cmdline", std::ios::binary);
+    std::string got((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    if (got == want) ++n;
+  }
+  return n;
+}
+
+// The filesystem watch's inotifywait writes nothing while nothing changes:
+// a plain command line outlived its closed channel (no PTY, so no SIGHUP).
+TEST_F(VmSshServer, CommandEndingWithChannelDiesWhenTheChannelCloses) {
+  const std::vector<std::string> marker = {"sleep", "4321.5"};
+  asio::io_context io;
+  int while_open = -1;
+  bool ended = false;
+  asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+    SshStreamSpec spec;
+    spec.target = target_;
+    spec.command = command_ending_with_channel(marker);
+    auto s = co_await SshStream::open(spec);
+    asio::steady_timer t(io);
+    for (int i = 0; i < 50 && (while_open = count_processes(marker)) == 0; ++i) {
+      t.expires_after(std::chrono::milliseconds(100));
+      co_await t.async_wait(asio::use_awaitable);
+    }
+    s->close();
+    ended = !(co_await s->read());
+  }, asio::detached);
+  io.run_for(std::chrono::seconds(20));
+  EXPECT_EQ(while_open, 1);
+  EXPECT_TRUE(ended);
+  int left = 1;
+  for (int i = 0; i < 50 && (left = count_processes(marker)) != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(left, 0) << "the command outlived its closed channel";
+}
+
+TEST(VmSsh, CommandEndingWithChannelKeepsTheExitStatusAndQuoting) {
+  // Run locally with a stdin that stays open for a second: an argv that ends
+  // by itself keeps its own exit status, and its arguments arrive intact.
+  const auto line = command_ending_with_channel({"sh", "-c", "echo \"$1\"; exit 7", "x", "it's a b"});
+  FILE* p = ::popen(("sleep 1 | " + line).c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  char buf[256] = {};
+  std::string out;
+  while (std::fgets(buf, sizeof buf, p)) out += buf;
+  const int st = ::pclose(p);
+  EXPECT_EQ(out, "it's a b\n");
+  ASSERT_TRUE(WIFEXITED(st));
+  EXPECT_EQ(WEXITSTATUS(st), 7);
 }
 
 TEST_F(VmSshServer, StreamOpenFailureThrowsWithTheReason) {
