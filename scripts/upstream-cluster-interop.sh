@@ -14,6 +14,12 @@
 # again (the host ends with failed/3); kill and VPS stop through the host;
 # `down` leaves nothing. Prints one line per step; exits non-zero on the
 # first failed step.
+#
+# Where the upstream host's overlay cannot start (it creates a `dummy`
+# interface; a machine without that kernel module answers EOPNOTSUPP), its
+# /api/overlay/status says so and the overlay steps are skipped with a loud
+# line; every other step still runs. The runner SIGKILL hits the node that
+# runs the Docker VPS and a task, so both are checked across it.
 set -euo pipefail
 SRC=${1:?path to an upstream KohakuRiver source tree}
 cd "$(dirname "$0")/.."
@@ -52,31 +58,45 @@ for k in 1 2 3; do
   step "environment task on krc-n$k: completed 0, ran on $(cat "$OUT/hello-$k")"
 done
 
+overlay=$(api GET /api/overlay/status | python3 -c 'import json,sys; d=json.load(sys.stdin); print("on" if d.get("enabled") and not d.get("error") and d.get("allocations") else "off: %s" % json.dumps(d)[:200])')
 srv=$(submit krc-n2 "mkdir -p /tmp/w && head -c 20000000 /dev/urandom > /tmp/w/f && md5sum /tmp/w/f | cut -c1-32 > /shared/krc-up/srv.md5 && exec httpd -f -p 5000 -h /tmp/w")
 wait_status "$srv" "running None" 120
 for _ in $(seq 1 60); do [ -s "$OUT/srv.md5" ] && break; sleep 1; done
-ip2=$(overlay_ip_of 2 "kohakuriver-task-$srv")
-cli=$(submit krc-n1 "ping -c 2 -W 5 $ip2 && for i in \$(seq 30); do wget -q -O /tmp/f http://$ip2:5000/f && break; sleep 1; done && md5sum /tmp/f | cut -c1-32 > /shared/krc-up/got.md5")
-wait_status "$cli" "completed 0" 300
-[ "$(cat "$OUT/got.md5")" = "$(cat "$OUT/srv.md5")" ] || fail "20 MB over the overlay differ"
-step "overlay: krc-n1 -> krc-n2 ($ip2): ping ok, 20 MB byte-exact (md5 $(cat "$OUT/got.md5"))"
+if [ "$overlay" = on ]; then
+  ip2=$(overlay_ip_of 2 "kohakuriver-task-$srv")
+  cli=$(submit krc-n1 "ping -c 2 -W 5 $ip2 && for i in \$(seq 30); do wget -q -O /tmp/f http://$ip2:5000/f && break; sleep 1; done && md5sum /tmp/f | cut -c1-32 > /shared/krc-up/got.md5")
+  wait_status "$cli" "completed 0" 300
+  [ "$(cat "$OUT/got.md5")" = "$(cat "$OUT/srv.md5")" ] || fail "20 MB over the overlay differ"
+  step "overlay: krc-n1 -> krc-n2 ($ip2): ping ok, 20 MB byte-exact (md5 $(cat "$OUT/got.md5"))"
+else
+  step "OVERLAY STEPS SKIPPED: the upstream host's overlay is not running (/api/overlay/status: $overlay)"
+fi
 
 vps=$(api POST /api/vps/create '{"vps_backend":"docker","container_name":"krcbox","ssh_key_mode":"disabled","target_hostname":"krc-n3","required_cores":0}' |
   field task_id)
 wait_status "$vps" "running None" 180
-ip3=$(overlay_ip_of 3 "kohakuriver-vps-$vps")
-cli=$(submit krc-n1 "ping -c 2 -W 5 $ip3")
-wait_status "$cli" "completed 0" 120
-step "Docker VPS $vps on krc-n3 ($ip3, ssh_port $(api GET "/api/status/$vps" | field ssh_port)): reached from krc-n1 over the overlay"
+vps_port=$(api GET "/api/status/$vps" | field ssh_port)
+vps_cid=$(scripts/cluster.sh docker 3 ps -q --no-trunc --filter "name=kohakuriver-vps-$vps")
+[ -n "$vps_cid" ] || fail "no VPS container on krc-n3"
+if [ "$overlay" = on ]; then
+  ip3=$(overlay_ip_of 3 "kohakuriver-vps-$vps")
+  cli=$(submit krc-n1 "ping -c 2 -W 5 $ip3")
+  wait_status "$cli" "completed 0" 120
+  step "Docker VPS $vps on krc-n3 ($ip3, ssh_port $vps_port): reached from krc-n1 over the overlay"
+else
+  step "Docker VPS $vps on krc-n3: running at the host, ssh_port $vps_port, container ${vps_cid:0:12}"
+fi
 
-long=$(submit krc-n1 "sleep 20; exit 3")
+long=$(submit krc-n3 "sleep 20; exit 3")
 wait_status "$long" "running None" 120
-scripts/cluster.sh runner-kill 1
+scripts/cluster.sh runner-kill 3
 sleep 3
-scripts/cluster.sh docker 1 ps -q --filter "name=kohakuriver-task-$long" | grep -q . || fail "task container died with the runner"
-scripts/cluster.sh runner-start 1
+scripts/cluster.sh docker 3 ps -q --filter "name=kohakuriver-task-$long" | grep -q . || fail "task container died with the runner"
+scripts/cluster.sh runner-start 3
 wait_status "$long" "failed 3" 120
-step "runner SIGKILL on krc-n1 during 'sleep 20; exit 3': container kept running; restarted runner reported failed 3"
+[ "$(scripts/cluster.sh docker 3 ps -q --no-trunc --filter "name=kohakuriver-vps-$vps")" = "$vps_cid" ] || fail "VPS container changed across the runner SIGKILL"
+wait_status "$vps" "running None" 60
+step "runner SIGKILL on krc-n3 during 'sleep 20; exit 3': task container kept running, restarted runner reported failed 3; VPS $vps same container, still running at the host"
 
 api POST "/api/kill/$srv" >/dev/null
 for _ in $(seq 1 30); do [ -z "$(scripts/cluster.sh docker 2 ps -q --filter "name=kohakuriver-task-$srv")" ] && break; sleep 1; done
