@@ -73,14 +73,26 @@ say() { echo "[$(date -u +%T)] $*"; }
 docker tag kr-test/busybox:test kohakuriver/kr-busybox:base
 docker tag kr-test/debian:bookworm kohakuriver/kr-debian:base
 NET_BEFORE=$(docker network ls -q --filter name='^kohakuriver-net$')
+# The Python runner makes the VM NAT bridge and its (uncommented) rules at
+# every start, VMs or not; removed at the end unless they were there before.
+BR_BEFORE=$(ip -o link show kohaku-br0 2>/dev/null)
 HOST_PID=""; PY_PID=""; OUR_PID=""; T1=""; T2=""; T3=""; T4=""; V=""
 cleanup() {
   kill $PY_PID $OUR_PID 2>/dev/null; wait $PY_PID $OUR_PID 2>/dev/null
   for t in $T1 $T2 $T3 $T4; do docker rm -f "kohakuriver-task-$t" >/dev/null 2>&1; done
   [ -n "$V" ] && docker rm -f "kohakuriver-vps-$V" >/dev/null 2>&1
-  [ -n "$V" ] && docker images -q "kohakuriver-snapshot/vps-$V" | sort -u | xargs -r docker rmi -f >/dev/null 2>&1
+  # Newest first: a snapshot of a restored VPS is a child of the older one.
+  for _ in 1 2 3; do
+    [ -n "$V" ] && docker images -q "kohakuriver-snapshot/vps-$V" | awk '!s[$0]++' | xargs -r docker rmi -f >/dev/null 2>&1
+  done
   docker rmi kohakuriver/kr-busybox:base kohakuriver/kr-debian:base >/dev/null 2>&1
   [ -z "$NET_BEFORE" ] && docker network rm kohakuriver-net >/dev/null 2>&1
+  if [ -z "$BR_BEFORE" ]; then
+    iptables -D FORWARD -d 10.200.0.0/24 -j ACCEPT 2>/dev/null
+    iptables -D FORWARD -s 10.200.0.0/24 -j ACCEPT 2>/dev/null
+    iptables -t nat -D POSTROUTING -s 10.200.0.0/24 ! -d 10.200.0.0/24 -j MASQUERADE 2>/dev/null
+    ip link del kohaku-br0 2>/dev/null
+  fi
   kill $HOST_PID 2>/dev/null; wait $HOST_PID 2>/dev/null
   return 0
 }
@@ -127,6 +139,9 @@ def api(method, path, body=None):
         return e.code, e.read()[:200]
 async def terminal():
     async with websockets.connect(f"ws://{H}/ws/task/{tid}/terminal") as ws:
+        # The Python runner takes the first message as the initial resize
+        # (and drops it if it is anything else): resize first, as its web UI.
+        await ws.send(json.dumps({"type": "resize", "rows": 30, "cols": 90}))
         await ws.send(json.dumps({"type": "input", "data": "echo term-$((40+2)) $(cat /root/switch.txt)\n"}))
         out = ""
         while "term-42" not in out:
@@ -180,6 +195,7 @@ curl -s -X POST "127.0.0.1:18800/api/vps/restart/$V" >/dev/null
 for _ in $(seq 1 60); do sleep 1; [ "$(field "$V" status)" = running ] && [ "$(field "$V" ssh_port)" != "$P1" ] && break; done
 say "VPS after the host's restart: $(status "$V") ssh_port $(field "$V" ssh_port), file: $(login "$(field "$V" ssh_port)" 'cat /root/switch.txt')"
 say "VPS $(vps_check "$V" restarted)"
+say "VPS sshd after the restart from the snapshot: $(login "$(field "$V" ssh_port)" '/usr/sbin/sshd -T | grep -iE "^(passwordauthentication|permitemptypasswords) " | tr "\n" " "; passwd -S root')"
 curl -s -X POST "127.0.0.1:18800/api/kill/$T2" >/dev/null; sleep 3
 say "task T2 killed through the host: $(status "$T2")"
 T3=$(submit '{"command":"sleep","arguments":["600"],'"$ENVT"'}')
