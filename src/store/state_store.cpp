@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <ctime>
 #include <future>
@@ -270,9 +271,45 @@ asio::awaitable<bool> StateStore::python_store_read_pending() {
   });
 }
 
+asio::awaitable<void> StateStore::save_python_store_read(std::vector<int64_t> task_ids) {
+  return call<void>([this, ids = std::move(task_ids)] {
+    std::string list;
+    for (int64_t id : ids) list += (list.empty() ? "" : ",") + std::to_string(id);
+    Transaction tx(*db_);
+    db_->prepare("INSERT OR REPLACE INTO migration_meta (key, value) VALUES ('python_store', 'read')").run();
+    db_->prepare("INSERT OR REPLACE INTO migration_meta (key, value) VALUES ('python_store_tasks', ?)")
+        .bind(1, std::string_view(list))
+        .run();
+    tx.commit();
+  });
+}
+
+asio::awaitable<std::optional<std::vector<int64_t>>> StateStore::python_store_saved_tasks() {
+  return call<std::optional<std::vector<int64_t>>>([this]() -> std::optional<std::vector<int64_t>> {
+    auto st = db_->prepare("SELECT value FROM migration_meta WHERE key = 'python_store'");
+    if (!st.step() || st.col_text(0) != "read") return std::nullopt;
+    auto saved = db_->prepare("SELECT value FROM migration_meta WHERE key = 'python_store_tasks'");
+    std::vector<int64_t> ids;
+    if (!saved.step()) return ids;
+    const std::string list = saved.col_text(0);
+    for (size_t pos = 0; pos < list.size();) {
+      size_t end = list.find(',', pos);
+      if (end == std::string::npos) end = list.size();
+      int64_t id = 0;
+      auto [p, ec] = std::from_chars(list.data() + pos, list.data() + end, id);
+      if (ec == std::errc() && p == list.data() + end && id > 0) ids.push_back(id);
+      pos = end + 1;
+    }
+    return ids;
+  });
+}
+
 asio::awaitable<void> StateStore::mark_python_store_read() {
   return call<void>([this] {
+    Transaction tx(*db_);
     db_->prepare("INSERT OR REPLACE INTO migration_meta (key, value) VALUES ('python_store', 'done')").run();
+    db_->prepare("DELETE FROM migration_meta WHERE key = 'python_store_tasks'").run();
+    tx.commit();
   });
 }
 

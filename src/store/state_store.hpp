@@ -139,6 +139,13 @@ class StateStore {
   // runner's store is untrusted and read at most once, before any state
   // of ours exists.
   boost::asio::awaitable<bool> python_store_read_pending();
+  // Records, before anything read from it is acted on, that the store was
+  // read and which task ids it listed: a start stopped before its takeover
+  // was done resumes from this copy, never from the file again.
+  boost::asio::awaitable<void> save_python_store_read(std::vector<int64_t> task_ids);
+  // The ids saved by save_python_store_read() while the takeover is not
+  // done; nullopt when there is nothing to resume.
+  boost::asio::awaitable<std::optional<std::vector<int64_t>>> python_store_saved_tasks();
   boost::asio::awaitable<void> mark_python_store_read();
 
   // --- outbox --------------------------------------------------------------

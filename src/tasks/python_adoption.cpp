@@ -50,7 +50,26 @@ asio::awaitable<std::map<int64_t, store::PythonStoreEntry>> TaskManager::read_py
   } catch (const std::exception& e) {
     spdlog::error("Cannot tell whether the Python runner's state store was read before: {}", e.what());
   }
-  if (!pending) co_return tasks;
+  if (!pending) {
+    // An earlier start read the store and stopped before its takeover was
+    // done: resume from the ids it saved, never from the file again (a
+    // container may have written it since).
+    std::optional<std::vector<int64_t>> saved;
+    try {
+      saved = co_await deps_.store.python_store_saved_tasks();
+    } catch (const std::exception& e) {
+      spdlog::error("Cannot read the task ids saved from the Python runner's state store: {}", e.what());
+    }
+    if (!saved) co_return tasks;
+    spdlog::warn("An earlier start read the Python runner's state store and stopped before its takeover was done: "
+                 "resuming with the {} task(s) it listed (the store itself is not read again)",
+                 saved->size());
+    for (int64_t id : *saved) {
+      spdlog::info("Python runner state store listed task {} (saved by the earlier start)", id);
+      tasks.emplace(id, store::PythonStoreEntry{id, task_container_name(id), "task"});
+    }
+    co_return tasks;
+  }
   const std::string temp = deps_.cfg.local_temp_dir;
   const std::string scratch = deps_.cfg.state_dir;
   auto read = [temp, scratch] { return store::read_python_store(temp, scratch); };
@@ -60,6 +79,19 @@ asio::awaitable<std::map<int64_t, store::PythonStoreEntry>> TaskManager::read_py
   } catch (const std::exception& e) {
     contents.present = true;
     contents.error = e.what();
+  }
+  for (const auto& e : contents.entries)
+    if (e.kind == "task") tasks.emplace(e.task_id, e);
+  // Durable before anything read is acted on, and before it is logged (a
+  // log line saying it was read means it will not be read again).
+  std::vector<int64_t> ids;
+  for (const auto& [id, e] : tasks) ids.push_back(id);
+  try {
+    co_await deps_.store.save_python_store_read(std::move(ids));
+  } catch (const std::exception& e) {
+    spdlog::error("Cannot record that the Python runner's state store was read ({}): a restart before this start's "
+                  "takeover is done would read it again",
+                  e.what());
   }
   const std::string path = store::python_store_path(temp).string();
   if (!contents.present) {
@@ -73,10 +105,8 @@ asio::awaitable<std::map<int64_t, store::PythonStoreEntry>> TaskManager::read_py
                  path, contents.entries.size(), contents.rejected.size());
   }
   for (const auto& r : contents.rejected) spdlog::warn("Python runner state store: ignoring malformed entry {}", r);
-  for (const auto& e : contents.entries) {
+  for (const auto& e : contents.entries)
     spdlog::info("Python runner state store lists {} {} (container {})", e.kind, e.task_id, e.container_name);
-    if (e.kind == "task") tasks.emplace(e.task_id, e);
-  }
   co_return tasks;
 }
 

@@ -22,7 +22,6 @@ Everything it creates is removed at the end (the runner's own cleanup
 command, then the namespaces and the root veth).
 """
 import json
-import os
 import re
 import shutil
 import signal
@@ -502,25 +501,29 @@ def test_switch_from_python_runner_keeps_its_overlay(scenario):  # issue 18
     KR_UPSTREAM_VENV, else pylayout's command-for-command reproduction),
     with a container on it: this runner starts and recreates nothing; the
     container stays attached and reaches the other side."""
-    if os.environ.get("KR_OVERLAY_SWITCH_TEST", "0") != "1":
-        # The clean-clone CI run of 2026-12-07 22:20 failed at this test's
-        # precondition (a container on the reproduced Python overlay could not
-        # ping the far side, before our runner started); it passed in the
-        # helper's worktree. Not yet diagnosed (issue 18 stays open); the
-        # network-keeping fix itself is unit-tested (OverlayPlan.*).
-        pytest.skip("SKIPPED LOUDLY: the Python-overlay switch test failed at its own precondition in CI on "
-                    "2026-12-07 and is being diagnosed; KR_OVERLAY_SWITCH_TEST=1 runs it")
     from conftest import BINARY
     from pylayout import make_python_overlay, python_overlay_rule_removals
     assert scenario.runner.stop() == 0
     scenario.remove_tasks()
     sh(str(BINARY), "overlay", "cleanup", "--config", str(scenario.runner.config_path))
+    # This runner as runner 1 again, whatever the earlier tests left: the
+    # re-keying test deleted the hub's vxkr1 and moved us to id 3, the
+    # overlay-down test left another allocation. (The clean-clone CI run of
+    # 2026-12-07 ran the whole file: the Python overlay was built for id 1
+    # while the hub had no vxkr1, so its container could not reach the far
+    # side; run alone, the test passed.)
     alloc = allocation(1)
+    if ns("kro-hub", "ip", "link", "show", "vxkr1", check=False).returncode != 0:
+        hub_add_runner(1, RUNNER_PHYS)
+    scenario.hub.overlay = alloc
     name = f"kr-test-python-overlay-{new_task_id()}"
     try:
         how = make_python_overlay(alloc, RUNNER_PHYS)
         docker("run", "-d", "--rm", "--name", name, "--network", "kohakuriver-overlay", IMAGE, "sleep", "3600")
-        assert ping_from_container(name, "10.128.128.2").returncode == 0  # the Python runner's overlay works
+        pre = ping_from_container(name, "10.128.128.2")
+        assert pre.returncode == 0, ("the Python runner's overlay does not carry a ping before the switch",
+                                     pre.stdout, ns("kro-hub", "ip", "-br", "link").stdout,
+                                     sh("ip", "-d", "link", "show", "vxlan0").stdout)
         before = _overlay_identity(name)
         scenario.start()
         st = scenario.wait_overlay(pred=lambda s: "last_apply_ms" in s)

@@ -229,6 +229,43 @@ TEST(PythonStore, ReadPendingOnlyOnTheFirstStartOfOurStore) {
   EXPECT_FALSE(run_co(ioc, s.python_store_read_pending()));
 }
 
+// Issue 18: a first start stopped after it read the store (before its
+// takeover was done) must not read the file again; the ids it read are
+// saved in our own database and the next start resumes from them.
+TEST(PythonStore, ReadIsSavedSoAnInterruptedTakeoverNeverRereads) {
+  TempDir tmp;
+  boost::asio::io_context ioc;
+  {
+    StateStore s(tmp.state());
+    EXPECT_TRUE(run_co(ioc, s.python_store_read_pending()));
+    EXPECT_FALSE(run_co(ioc, s.python_store_saved_tasks()));
+    run_co(ioc, s.save_python_store_read({12, 7}));
+    EXPECT_FALSE(run_co(ioc, s.python_store_read_pending()));
+  }
+  {
+    StateStore s(tmp.state());  // the restart after the interruption
+    EXPECT_FALSE(run_co(ioc, s.python_store_read_pending()));
+    auto saved = run_co(ioc, s.python_store_saved_tasks());
+    ASSERT_TRUE(saved);
+    EXPECT_EQ(*saved, (std::vector<int64_t>{12, 7}));
+    run_co(ioc, s.mark_python_store_read());
+    EXPECT_FALSE(run_co(ioc, s.python_store_saved_tasks()));
+  }
+  {
+    StateStore s(tmp.state());
+    EXPECT_FALSE(run_co(ioc, s.python_store_read_pending()));
+    EXPECT_FALSE(run_co(ioc, s.python_store_saved_tasks()));
+  }
+  // Read and found empty (or absent): nothing to resume, but read.
+  TempDir empty;
+  StateStore s(empty.state());
+  run_co(ioc, s.save_python_store_read({}));
+  EXPECT_FALSE(run_co(ioc, s.python_store_read_pending()));
+  auto saved = run_co(ioc, s.python_store_saved_tasks());
+  ASSERT_TRUE(saved);
+  EXPECT_TRUE(saved->empty());
+}
+
 namespace {
 
 // The state a killed writer leaves: the -wal as it was while the writer was
