@@ -131,11 +131,18 @@ asio::awaitable<std::string> TaskManager::ensure_network() {
     if (!existing) {
       spdlog::info("Creating Docker network {} ({}, gateway {})", cfg.docker_network_name,
                    cfg.docker_network_subnet, cfg.docker_network_gateway);
+      std::optional<DockerError> failure;
       try {
         co_await deps_.docker.create_network(network_create_body(cfg));
       } catch (const DockerError& e) {
-        if (!e.conflict()) throw;  // created concurrently: fine
+        if (!e.conflict()) failure = e;  // 409: created concurrently, fine
       }
+      // Created concurrently without a name conflict (startup reconciliation
+      // and the first task both found no network; Docker then refuses the
+      // second with "Pool overlaps ..."), or a create that timed out after
+      // the daemon made it: fine if the network exists now.
+      if (failure && (failure->cancelled() || !co_await deps_.docker.inspect_network(cfg.docker_network_name)))
+        throw *failure;
     }
     network_ready_ = true;
   }
