@@ -126,6 +126,8 @@ asio::awaitable<void> TaskManager::push_report(int64_t id, json r) {
 
 asio::awaitable<std::string> TaskManager::ensure_network() {
   const auto& cfg = deps_.cfg;
+  if (network_ready_) co_return cfg.docker_network_name;
+  auto guard = co_await network_lock_.lock();
   if (!network_ready_) {
     auto existing = co_await deps_.docker.inspect_network(cfg.docker_network_name);
     if (!existing) {
@@ -137,10 +139,9 @@ asio::awaitable<std::string> TaskManager::ensure_network() {
       } catch (const DockerError& e) {
         if (!e.conflict()) failure = e;  // 409: created concurrently, fine
       }
-      // Created concurrently without a name conflict (startup reconciliation
-      // and the first task both found no network; Docker then refuses the
-      // second with "Pool overlaps ..."), or a create that timed out after
-      // the daemon made it: fine if the network exists now.
+      // Created concurrently by another process without a name conflict
+      // (Docker then refuses ours with "Pool overlaps ..."), or a create that
+      // timed out after the daemon made it: fine if the network exists now.
       if (failure && (failure->cancelled() || !co_await deps_.docker.inspect_network(cfg.docker_network_name)))
         throw *failure;
     }
