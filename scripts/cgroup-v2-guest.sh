@@ -11,10 +11,11 @@
 #   scripts/cgroup-v2-guest.sh boot            boot it (overlay disk; waits for ssh)
 #   scripts/cgroup-v2-guest.sh ssh [cmd...]    run a command in the guest
 #   scripts/cgroup-v2-guest.sh install DEB     hand in DEB and install it (apt-get install ./DEB)
+#   scripts/cgroup-v2-guest.sh binary PATH     hand in a runner binary (and its non-glibc libraries)
 #   scripts/cgroup-v2-guest.sh test [pytest-args...]
 #                                              hand in tests/, build the test images, run the subset
 #   scripts/cgroup-v2-guest.sh stop            power the guest off (kills QEMU if it hangs)
-#   scripts/cgroup-v2-guest.sh all DEB         image + boot + install + test + stop
+#   scripts/cgroup-v2-guest.sh all DEB|PATH    image + boot + install/binary + test + stop
 #
 # The guest: 2 vCPUs in two NUMA nodes (one CPU each, so NUMA/cpuset binding
 # is exercised), 3.5 GiB, user-mode network (Debian's mirror stays reachable
@@ -166,24 +167,63 @@ install_deb() {
   gssh "apt-get install -y -q /mnt/share/$(basename "$deb") >/tmp/apt.log 2>&1 || { tail -20 /tmp/apt.log; exit 1; }; kohakuriver --version"
 }
 
+# Hands in a runner binary without a package (e.g. ./build/kohakuriver): a
+# stripped copy in /usr/local/bin, with the non-glibc libraries it links
+# (a Debian-linked build) in /usr/local/lib.
+install_binary() {
+  local bin=$1; [ -x "$bin" ] || die "no binary $bin"
+  rm -rf "$SHARE/bin" && mkdir -p "$SHARE/bin/lib"
+  strip -o "$SHARE/bin/kohakuriver" "$bin"
+  [ -x "$(dirname "$bin")/tunnel-client" ] && cp "$(dirname "$bin")/tunnel-client" "$SHARE/bin/"
+  ldd "$bin" | awk '/=>/{print $3}' | grep -vE '/(libc|libm|libpthread|libdl|librt|libgcc_s|libstdc\+\+)\.so' \
+    | xargs -r -I{} cp -L {} "$SHARE/bin/lib/"
+  gssh 'cp /mnt/share/bin/lib/* /usr/local/lib/ 2>/dev/null; ldconfig
+    install -m755 /mnt/share/bin/kohakuriver /mnt/share/bin/tunnel-client /usr/local/bin/ 2>/dev/null || install -m755 /mnt/share/bin/kohakuriver /usr/local/bin/
+    kohakuriver --version'
+}
+
 # The subset (issue 17 point 6): command tasks (limits, OOM, kill, pause/resume,
 # NUMA/cpuset), task hardening, Docker VPS, exec-based terminal kill, metrics.
-SUBSET=(tests/e2e/test_cgroup.py tests/e2e/test_tasks.py tests/e2e/test_task_hardening.py tests/e2e/test_vps.py
-        tests/e2e/test_terminal_fs.py tests/e2e/test_metrics.py)
+SUBSET=(tests/e2e/test_cgroup.py tests/e2e/test_tasks.py tests/e2e/test_vps.py tests/e2e/test_terminal_fs.py
+        tests/e2e/test_metrics.py tests/e2e/test_task_hardening.py)
 
+# One pytest per file (or node id) in the guest, detached from ssh (TCG: the
+# whole subset takes about 40 minutes); logs in $SHARE/results/<spec>.log,
+# summary.log there ends with DONE.
 run_tests() {
   debian_image_tarball
-  rm -rf "$SHARE/kr"; mkdir -p "$SHARE/kr"
+  rm -rf "$SHARE/kr" "$SHARE/results"; mkdir -p "$SHARE/kr" "$SHARE/results"
   cp -a "$REPO/tests" "$SHARE/kr/"
+  cat > "$SHARE/run-subset.sh" <<'GUEST'
+#!/bin/bash
+cd /root/kr || exit 1
+R=/mnt/share/results
+export KR_BINARY=${KR_BINARY:-$(command -v kohakuriver)} KR_TEST_TIMEOUT=${KR_TEST_TIMEOUT:-900}
+for spec in "$@"; do
+  name=$(echo "$spec" | sed "s#tests/e2e/##; s#[^A-Za-z0-9_.]#_#g")
+  echo "=== $spec $(date -u +%T)" >> $R/summary.log
+  python3 -m pytest -q -rA -p no:cacheprovider ${PYTEST_ARGS:-} "$spec" > "$R/$name.log" 2>&1
+  echo "=== $spec rc=$? $(date -u +%T): $(tail -1 $R/$name.log)" >> $R/summary.log
+done
+echo DONE >> $R/summary.log
+GUEST
+  chmod +x "$SHARE/run-subset.sh"
   local args=("$@"); [ ${#args[@]} -gt 0 ] || args=("${SUBSET[@]}")
   # shellcheck disable=SC2029
   gssh "set -e; stat -fc 'cgroup fs: %T' /sys/fs/cgroup; cat /sys/fs/cgroup/cgroup.controllers
     docker info --format 'docker {{.ServerVersion}} cgroup v{{.CgroupVersion}} driver {{.CgroupDriver}}'
+    kohakuriver doctor 2>&1 | grep cgroup || true
     rm -rf /root/kr && cp -a /mnt/share/kr /root/kr && cd /root/kr
     tests/images/build-test-images.sh
     KR_IMAGE_CACHE=/mnt/share/imgcache tests/images/build-debian-image.sh
-    KR_BINARY=\${KR_BINARY:-\$(command -v kohakuriver)} KR_TEST_TIMEOUT=1200 \
-      python3 -m pytest -q -rs -p no:cacheprovider ${args[*]}" 2>&1 | tee "$RUN/pytest.log"
+    nohup /mnt/share/run-subset.sh ${args[*]} >/dev/null 2>&1 </dev/null &"
+  log "running ${args[*]} in the guest; progress: $SHARE/results/summary.log"
+  until grep -qx DONE "$SHARE/results/summary.log" 2>/dev/null; do
+    kill -0 "$(cat "$RUN/qemu.pid")" 2>/dev/null || die "QEMU exited"
+    sleep 20
+  done
+  cat "$SHARE/results/summary.log"
+  ! grep -q ' rc=[1-9]' "$SHARE/results/summary.log"
 }
 
 cmd=${1:-}; shift || true
@@ -192,8 +232,11 @@ case "$cmd" in
   boot) boot ;;
   ssh) gssh "$@" ;;
   install) install_deb "$1" ;;
+  binary) install_binary "$1" ;;
   test) run_tests "$@" ;;
   stop) stop ;;
-  all) deb=$1; shift; boot; trap stop EXIT; install_deb "$deb"; run_tests "$@" ;;
+  all) what=$1; shift; boot; trap stop EXIT
+    case "$what" in *.deb) install_deb "$what" ;; *) install_binary "$what" ;; esac
+    run_tests "$@" ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 2 ;;
 esac
