@@ -68,7 +68,8 @@ if [ "$fuzz_only" -eq 0 ]; then
     -k "kill or report or host_down or undelivered or outbox" "$@" \
     || { echo "test-asan: end-to-end kill/outbox tests FAILED" >&2; rc=1; }
   # Shutdown with open WebSocket connections (tunnels and forwards) and the
-  # tunnel relay itself (the unsanitized static tunnel-client from ./build).
+  # tunnel relay itself (the unsanitized static tunnel-client: KR_TUNNEL_CLIENT,
+  # the release's from scripts/test.sh, else ./build's).
   python3 -m pytest -q -p no:cacheprovider tests/e2e/test_tunnel.py \
     -k "exits_cleanly or 20mb or udp or client_restart or second_client" "$@" \
     || { echo "test-asan: end-to-end tunnel tests FAILED" >&2; rc=1; }

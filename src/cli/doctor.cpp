@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include <boost/asio/co_spawn.hpp>
@@ -179,16 +180,45 @@ std::vector<CheckResult> check_docker(const config::RunnerConfig& cfg) {
 
 }  // namespace
 
+std::set<std::string> parse_cgroup_controllers(const std::string& text) {
+  std::set<std::string> out;
+  std::istringstream in(text);
+  for (std::string name; in >> name;) out.insert(name);
+  return out;
+}
+
+CheckResult cgroup_controllers_result(const std::string& label, const std::set<std::string>& available,
+                                      const std::set<std::string>& needed) {
+  std::string missing;
+  for (const auto& c : needed)
+    if (!available.count(c)) missing += (missing.empty() ? "" : ", ") + c;
+  if (missing.empty()) return ok("cgroup", label);
+  return warn("cgroup", label + "; controller(s) missing: " + missing,
+              "enable them (kernel command line, e.g. cgroup_enable=memory): without cpu/memory Docker drops "
+              "the tasks' limits, without cpuset NUMA-bound tasks fail, without freezer (v1) pause fails");
+}
+
 CheckResult check_cgroup(const std::string& root) {
   struct statfs s{};
   if (::statfs(root.c_str(), &s) != 0)
     return warn("cgroup", "cannot inspect " + root + ": " + std::strerror(errno), "mount cgroupfs (Docker needs it)");
-  if (static_cast<unsigned long>(s.f_type) == CGROUP2_SUPER_MAGIC) return ok("cgroup", "cgroup v2 (unified hierarchy)");
+  if (static_cast<unsigned long>(s.f_type) == CGROUP2_SUPER_MAGIC) {
+    // v2: pause uses cgroup.freeze (no controller); the rest are controllers.
+    std::ifstream f(root + "/cgroup.controllers");
+    std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    return cgroup_controllers_result("cgroup v2 (unified hierarchy)", parse_cgroup_controllers(text),
+                                     {"cpu", "cpuset", "memory"});
+  }
   if (static_cast<unsigned long>(s.f_type) == TMPFS_MAGIC) {
     struct statfs u{};
     bool hybrid = ::statfs((root + "/unified").c_str(), &u) == 0 &&
                   static_cast<unsigned long>(u.f_type) == CGROUP2_SUPER_MAGIC;
-    return ok("cgroup", hybrid ? "cgroup v1 (hybrid)" : "cgroup v1");
+    const std::set<std::string> needed{"cpu", "cpuset", "freezer", "memory"};
+    std::set<std::string> mounted;
+    std::error_code ec;
+    for (const auto& c : needed)
+      if (fs::is_directory(fs::path(root) / c, ec)) mounted.insert(c);
+    return cgroup_controllers_result(hybrid ? "cgroup v1 (hybrid)" : "cgroup v1", mounted, needed);
   }
   return warn("cgroup", root + " is not a cgroup mount", "boot with a systemd/cgroup setup Docker supports");
 }

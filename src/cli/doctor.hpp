@@ -4,6 +4,7 @@
 // status 1 when a required check fails (the runner would not work).
 #include <functional>
 #include <ostream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -23,8 +24,18 @@ struct CheckResult {
 // "[FAIL] docker     cannot reach /var/run/docker.sock: ... | fix: ..."
 std::string format_check(const CheckResult& r);
 
-// The cgroup hierarchy mounted at `cgroup_root` ("/sys/fs/cgroup").
+// The cgroup hierarchy mounted at `cgroup_root` ("/sys/fs/cgroup") and its
+// controllers: v2 lists them in cgroup.controllers, v1 mounts one directory
+// per controller.
 CheckResult check_cgroup(const std::string& cgroup_root);
+// The verdict for a hierarchy (`label`, e.g. "cgroup v2 (unified hierarchy)")
+// whose `available` controllers must include every one in `needed`: Docker
+// silently drops CPU/memory limits without cpu/memory and refuses a
+// NUMA-bound (cpuset) task without cpuset.
+CheckResult cgroup_controllers_result(const std::string& label, const std::set<std::string>& available,
+                                      const std::set<std::string>& needed);
+// The controller names of a cgroup v2 cgroup.controllers file.
+std::set<std::string> parse_cgroup_controllers(const std::string& text);
 // STATE_DIR: exists or can be created, is a writable directory, not
 // writable by others (it holds the durable task state).
 CheckResult check_state_dir(const std::string& state_dir);

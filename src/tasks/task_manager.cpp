@@ -126,16 +126,24 @@ asio::awaitable<void> TaskManager::push_report(int64_t id, json r) {
 
 asio::awaitable<std::string> TaskManager::ensure_network() {
   const auto& cfg = deps_.cfg;
+  if (network_ready_) co_return cfg.docker_network_name;
+  auto guard = co_await network_lock_.lock();
   if (!network_ready_) {
     auto existing = co_await deps_.docker.inspect_network(cfg.docker_network_name);
     if (!existing) {
       spdlog::info("Creating Docker network {} ({}, gateway {})", cfg.docker_network_name,
                    cfg.docker_network_subnet, cfg.docker_network_gateway);
+      std::optional<DockerError> failure;
       try {
         co_await deps_.docker.create_network(network_create_body(cfg));
       } catch (const DockerError& e) {
-        if (!e.conflict()) throw;  // created concurrently: fine
+        if (!e.conflict()) failure = e;  // 409: created concurrently, fine
       }
+      // Created concurrently by another process without a name conflict
+      // (Docker then refuses ours with "Pool overlaps ..."), or a create that
+      // timed out after the daemon made it: fine if the network exists now.
+      if (failure && (failure->cancelled() || !co_await deps_.docker.inspect_network(cfg.docker_network_name)))
+        throw *failure;
     }
     network_ready_ = true;
   }

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/router.hpp"
+#include "common/async_mutex.hpp"
 #include "config/config.hpp"
 #include "docker/docker_client.hpp"
 #include "overlay/overlay_manager.hpp"
@@ -154,6 +155,10 @@ class TaskManager {
   std::set<int64_t> killed_recently_;
   uint64_t storage_failures_ = 0;
   bool network_ready_ = false;
+  // One inspect-then-create at a time: startup reconciliation and the first
+  // task both creating the network made Docker refuse the second ("Pool
+  // overlaps ...") while the first was still being created (seen under TCG).
+  AsyncMutex network_lock_;
 };
 
 }  // namespace kr::tasks
