@@ -67,6 +67,7 @@ struct SshStream::Shared : std::enable_shared_from_this<SshStream::Shared> {
   // `self` is the worker's reference: handed to the I/O thread at the end
   // (finish) so the timer is destroyed there, while its io_context exists.
   void run(SshStreamSpec spec, std::shared_ptr<Shared> self);
+  void serve(SshStreamSpec spec);
   void finish(std::shared_ptr<Shared> self);
 };
 
@@ -79,6 +80,15 @@ void SshStream::Shared::finish(std::shared_ptr<Shared> self) {
 }
 
 void SshStream::Shared::run(SshStreamSpec spec, std::shared_ptr<Shared> self) {
+  // The connection is closed and freed before the work guard goes: an
+  // io_context that ran out of work (a test ending, the process exiting)
+  // must not find the worker still inside libssh's teardown (LeakSanitizer
+  // reported its OpenSSL objects as leaked when the process exited first).
+  serve(std::move(spec));
+  finish(std::move(self));
+}
+
+void SshStream::Shared::serve(SshStreamSpec spec) {
   SshConnection c;
   std::string why = c.open(spec.target, spec.connect_timeout);
   if (why.empty()) {
@@ -96,10 +106,7 @@ void SshStream::Shared::run(SshStreamSpec spec, std::shared_ptr<Shared> self) {
     }
   }
   poke_reader();
-  if (!why.empty()) {
-    finish(std::move(self));
-    return;
-  }
+  if (!why.empty()) return;
 
   ssh_channel ch = c.channel();
   char buf[16384];
@@ -169,7 +176,6 @@ void SshStream::Shared::run(SshStreamSpec spec, std::shared_ptr<Shared> self) {
     error = failure;
   }
   poke_reader();
-  finish(std::move(self));
   // ~SshConnection closes the channel (the remote shell gets SIGHUP) and
   // disconnects.
 }
