@@ -4,21 +4,10 @@ container on cgroup v1 and v2 alike: the kernel's own view
 (/proc/self/status) and the container's cgroup files, whichever hierarchy the
 node runs. scripts/cgroup-v2-guest.sh runs this on a unified-hierarchy guest
 with two NUMA nodes; on a one-node machine it still proves the binding path."""
-import subprocess
-
 import pytest
 
-from taskutil import final_report, new_task_id, remove_task_containers, submit
-from test_tasks import logs_of, task_runner  # noqa: F401  (fixture)
-
-
-@pytest.fixture(autouse=True)
-def clean_containers():
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        pytest.fail("Docker Engine is not reachable (scripts/ensure-dockerd.sh)")
-    remove_task_containers()
-    yield
-    remove_task_containers()
+from taskutil import final_report, new_task_id, submit
+from test_tasks import clean_containers, logs_of, task_runner  # noqa: F401  (fixtures; clean_containers is autouse)
 
 
 def cpu_list(text: str) -> set[int]:
