@@ -95,6 +95,10 @@ class TaskManager {
   using TaskPtr = std::shared_ptr<Task>;
 
   boost::asio::awaitable<void> recover();
+  // Startup reconciliation of a container found "created" (task_recovery.cpp).
+  enum class RecoveredStart { Started, Failed, Stopped };
+  boost::asio::awaitable<RecoveredStart> start_found_created(std::string name,
+                                                             std::optional<docker::DockerError>& failure);
   boost::asio::awaitable<void> run_pipeline(TaskPtr task, bool resumed);
   // Provisions, creates and starts the container. Returns the final report
   // when the task ended before running (nullopt + started=false: killed

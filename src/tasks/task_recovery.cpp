@@ -59,6 +59,12 @@ std::optional<int64_t> task_id_from_container_name(const std::string& name) {
   return id;
 }
 
+// As the pipeline's create/start deadline: dockerd serialises starts.
+constexpr std::chrono::seconds kRecoveryStartDeadline{120};
+// A start that neither answers nor shows in the container's state this
+// many times is a failure (about 8 minutes).
+constexpr int kRecoveryStartAttempts = 4;
+
 std::string container_name_of(const json& c) {
   if (c.contains("Names") && c["Names"].is_array() && !c["Names"].empty()) {
     std::string n = c["Names"][0].get<std::string>();
@@ -68,6 +74,53 @@ std::string container_name_of(const json& c) {
 }
 
 }  // namespace
+
+// The container of a task the previous run had created may be starting
+// already: the runner was killed while its start call was in flight, and
+// dockerd finishes that start on its own (slowly on a loaded node; a
+// second start waits for it). So a start call that fails is checked
+// against the container before it becomes the task's outcome: one that
+// left "created" did start and is watched, and a timed-out or unanswered
+// call is retried (a start of a running container is a no-op, 304).
+asio::awaitable<TaskManager::RecoveredStart> TaskManager::start_found_created(std::string name,
+                                                                            std::optional<DockerError>& failure) {
+  std::chrono::milliseconds backoff{1000};
+  for (int attempt = 1;; ++attempt) {
+    failure.reset();
+    try {
+      co_await deps_.docker.start_container(name, kRecoveryStartDeadline);
+      co_return RecoveredStart::Started;
+    } catch (const DockerError& e) {
+      failure = e;
+    }
+    if (failure->cancelled() || stop_.stopped()) co_return RecoveredStart::Stopped;
+    std::string state;
+    std::string started_at;
+    try {
+      const json info = co_await deps_.docker.inspect_container(name);
+      if (info.contains("State")) {
+        state = str_field(info["State"], "Status");
+        started_at = str_field(info["State"], "StartedAt");
+      }
+    } catch (const DockerError&) {
+    }
+    // A start dockerd refused leaves "created"; "exited" with Docker's zero
+    // time as StartedAt never ran either.
+    const bool ran = !state.empty() && state != "created" &&
+                     !(state == "exited" && (started_at.empty() || started_at.starts_with("0001-")));
+    if (ran) {
+      spdlog::info("Task container {}: the start call failed ({}) but the container did start ({})", name,
+                   failure->message, state);
+      co_return RecoveredStart::Started;
+    }
+    const bool transient = failure->daemon_unavailable() || failure->timed_out();
+    if (!transient || attempt >= kRecoveryStartAttempts) co_return RecoveredStart::Failed;
+    spdlog::warn("Task container {}: start not confirmed ({}); trying again in {} s", name, failure->message,
+                 backoff.count() / 1000.0);
+    if (!co_await stop_.sleep_for(backoff)) co_return RecoveredStart::Stopped;
+    backoff *= 2;
+  }
+}
 
 asio::awaitable<void> TaskManager::recover() {
   auto records = co_await deps_.store.load_tasks();
@@ -166,12 +219,9 @@ asio::awaitable<void> TaskManager::recover() {
     if (state == "created") {
       spdlog::info("Task {}: container created but never started; starting it", task->id);
       std::optional<DockerError> failure;
-      try {
-        co_await deps_.docker.start_container(name);
-      } catch (const DockerError& e) {
-        failure = e;
-      }
-      if (failure) {
+      const RecoveredStart started = co_await start_found_created(name, failure);
+      if (started == RecoveredStart::Stopped) co_return;  // shutdown: no verdict, the row stays
+      if (started == RecoveredStart::Failed) {
         auto fs = map_start_failure(failure->status, failure->message, StartPhase::Start);
         co_await finish(task, report(task->id, fs.status, fs.exit_code, fs.message, task->started_at, true));
         continue;

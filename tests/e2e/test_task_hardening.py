@@ -124,6 +124,38 @@ def test_kill_survives_a_restart_before_docker_confirmed(host, make_runner, tmp_
     assert statuses(host, tid) == ["pending", "running"]
 
 
+def test_start_in_flight_at_a_crash_is_not_reported_failed_after_restart(host, make_runner, tmp_path):
+    """Killed while its start call is in flight (dockerd slow, as in a TCG
+    guest under load), the runner finds the container "created" on restart
+    and starts it; that call fails although dockerd did start the container.
+    The task's outcome is its own exit code, not the failed call (was
+    `failed`/125 "injected failure ...")."""
+    proxy = DockerProxy(str(tmp_path / "docker-proxy.sock"))
+    try:
+        proxy.starts = "hang"
+        runner = start_runner(host, make_runner, DOCKER_SOCKET=proxy.path)
+        tid = new_task_id()
+        name = f"kohakuriver-task-{tid}"
+        submit(runner, tid, "sh -c 'sleep 3; exit 4'")
+        host.wait_for("update", pred=lambda r: r.json()["task_id"] == tid and r.json()["status"] == "running")
+        wait_until(lambda: proxy.starts_seen == 1, what="the start call in flight")
+        runner.send_signal(signal.SIGKILL)
+        runner.proc.wait(5)
+        assert docker("inspect", "-f", "{{.State.Status}}", name).stdout.strip() == "created"
+        proxy.starts = "done_then_500"
+        restarted = make_runner(host, HEARTBEAT_INTERVAL_SECONDS=1, RUNNER_PORT=runner.port, DOCKER_SOCKET=proxy.path)
+        restarted.wait_listening()
+        final = final_report(host, tid, timeout=60)
+        assert (final["status"], final["exit_code"]) == ("failed", 4), (final, restarted.output())
+        assert proxy.starts_seen == 2
+        wait_until(lambda: not container_exists(name), timeout=30, what="cleanup")
+        time.sleep(1.5)
+        finals = [s for s in statuses(host, tid) if s not in ("pending", "running")]
+        assert finals == ["failed"], statuses(host, tid)
+    finally:
+        proxy.close()
+
+
 def make_hung_tarball(tars: Path, env: str) -> Path:
     """A tarball that never delivers a byte (a FIFO nobody writes to): opening
     it blocks like a read from a hung NFS server."""
