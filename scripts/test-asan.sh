@@ -9,6 +9,8 @@
 #      tunnel relay and shutdown with open WebSockets, against the sanitized
 #      runner binary.
 # Any sanitizer report fails it. Extra arguments go to pytest.
+# --build-only: only build (scripts/test.sh builds beside the end-to-end
+# suite at low priority, then runs this again for the tests).
 # --fuzz-only: build and run only the fuzz targets (they link the small
 # kr_parsers library, not the whole runner). Longer fuzzing by hand:
 #   FUZZ_SECONDS=600 scripts/test-asan.sh --fuzz-only
@@ -18,7 +20,9 @@ BUILD_DIR=${ASAN_BUILD_DIR:-build-asan}
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 FUZZ_TARGETS=(http_request runner_config task_request tunnel_frame)
 fuzz_only=0
+build_only=0
 if [ "${1:-}" = "--fuzz-only" ]; then fuzz_only=1; shift; fi
+if [ "${1:-}" = "--build-only" ]; then build_only=1; shift; fi
 
 if [ ! -f "$BUILD_DIR/build.ninja" ]; then
   CC=clang CXX=clang++ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=None \
@@ -31,6 +35,7 @@ else
   cmake --build "$BUILD_DIR" -j "${JOBS:-$(nproc)}"
 fi
 echo "test-asan: build took $(( $(date +%s) - start )) s"
+[ "$build_only" -eq 1 ] && exit 0
 
 # tests/asan.supp: third-party code only (see the file).
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:strict_string_checks=1:check_initialization_order=1:suppressions=$PWD/tests/asan.supp}
