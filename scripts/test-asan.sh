@@ -72,6 +72,10 @@ if [ "$fuzz_only" -eq 0 ]; then
   python3 -m pytest -q -p no:cacheprovider tests/e2e/test_tasks.py \
     -k "kill or report or host_down or undelivered or outbox" "$@" \
     || { echo "test-asan: end-to-end kill/outbox tests FAILED" >&2; rc=1; }
+  # The release symbol checker rejects this Debian-linked build (scripts/test.sh
+  # leaves the test out of its run while this build compiles beside it).
+  python3 -m pytest -q -p no:cacheprovider tests/e2e/test_release.py -k checker_rejects_the_debian_linked_build "$@" \
+    || { echo "test-asan: the release checker test FAILED" >&2; rc=1; }
   # Shutdown with open WebSocket connections (tunnels and forwards) and the
   # tunnel relay itself (the unsanitized static tunnel-client: KR_TUNNEL_CLIENT,
   # the release's from scripts/test.sh, else ./build's).
