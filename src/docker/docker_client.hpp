@@ -53,6 +53,11 @@ const char* method_name(Method m);
 
 using Deadline = std::chrono::milliseconds;
 inline constexpr Deadline kDefaultDeadline{0};  // "use the client default"
+// Container create/start: dockerd serialises much of them, so under a burst
+// of hundreds of containers on a small node (or a start still in flight from
+// before a runner restart) one call can queue for a while; more than the
+// client's 30 s default.
+inline constexpr Deadline kCreateStartDeadline{std::chrono::seconds(120)};
 
 struct ClientOptions {
   std::string socket_path = "/var/run/docker.sock";

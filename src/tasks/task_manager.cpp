@@ -32,10 +32,6 @@ struct PipelineError : std::runtime_error {
 // Wait long-polls are re-issued after this; a deadline is still required on
 // every Docker call.
 constexpr std::chrono::hours kWaitSlice{6};
-// dockerd serialises much of create/start: under a burst of hundreds of
-// tasks on a small node one call can queue for a while, so these get more
-// than the client's 30 s default.
-constexpr std::chrono::seconds kCreateStartDeadline{120};
 // The host gives kill/pause/resume 10 s: Docker calls made while it waits
 // get less.
 constexpr std::chrono::seconds kKillAttemptDeadline{4};
@@ -407,7 +403,7 @@ asio::awaitable<std::optional<json>> TaskManager::prepare_and_start(TaskPtr task
   if (task->killed) co_return std::nullopt;
   std::optional<docker::DockerError> failure;
   try {
-    co_await deps_.docker.create_container(name, body, kCreateStartDeadline);
+    co_await deps_.docker.create_container(name, body, docker::kCreateStartDeadline);
   } catch (const DockerError& e) {
     if (e.daemon_unavailable() || e.timed_out()) throw;
     failure = e;
@@ -423,7 +419,7 @@ asio::awaitable<std::optional<json>> TaskManager::prepare_and_start(TaskPtr task
     co_return report(id, fs.status, fs.exit_code, fs.message, task->started_at, true);
   }
   try {
-    co_await deps_.docker.start_container(name, kCreateStartDeadline);
+    co_await deps_.docker.start_container(name, docker::kCreateStartDeadline);
   } catch (const DockerError& e) {
     if (e.daemon_unavailable() || e.timed_out()) throw;
     failure = e;

@@ -59,8 +59,6 @@ std::optional<int64_t> task_id_from_container_name(const std::string& name) {
   return id;
 }
 
-// As the pipeline's create/start deadline: dockerd serialises starts.
-constexpr std::chrono::seconds kRecoveryStartDeadline{120};
 // A start that neither answers nor shows in the container's state this
 // many times is a failure (about 8 minutes).
 constexpr int kRecoveryStartAttempts = 4;
@@ -88,7 +86,7 @@ asio::awaitable<TaskManager::RecoveredStart> TaskManager::start_found_created(st
   for (int attempt = 1;; ++attempt) {
     failure.reset();
     try {
-      co_await deps_.docker.start_container(name, kRecoveryStartDeadline);
+      co_await deps_.docker.start_container(name, docker::kCreateStartDeadline);
       co_return RecoveredStart::Started;
     } catch (const DockerError& e) {
       failure = e;

@@ -27,8 +27,6 @@ using docker::DockerError;
 
 namespace {
 
-// dockerd serialises much of create/start; generous under bursts.
-constexpr std::chrono::seconds kCreateStartDeadline{120};
 // Below the host's 10 s timeout for pause/resume.
 constexpr std::chrono::seconds kPauseDeadline{8};
 constexpr std::chrono::seconds kRemoveDeadline{60};
@@ -252,8 +250,8 @@ asio::awaitable<HttpResponse> VpsManager::create_docker(VpsRequest rq, std::stri
   }
   if (failure.empty()) {
     try {
-      co_await deps_.docker.create_container(name, create_body, kCreateStartDeadline);
-      co_await deps_.docker.start_container(name, kCreateStartDeadline);
+      co_await deps_.docker.create_container(name, create_body, docker::kCreateStartDeadline);
+      co_await deps_.docker.start_container(name, docker::kCreateStartDeadline);
     } catch (const DockerError& e) {
       failure = "Docker run failed: " + e.message;
     }
